@@ -1,0 +1,250 @@
+"""The admin API under ``/admin``: tenants, keys, backends and usage, behind ``TENANTGATE_ADMIN_KEY``.
+
+Writes go to storage (which bumps the config version) and then reload this replica's snapshot at once; other
+replicas follow within the sync interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import SecretStr
+
+from tenantgate.admin.schemas import (
+    BackendCreate,
+    BackendUpdate,
+    KeyCreate,
+    KeyUpdate,
+    TenantCreate,
+    TenantUpdate,
+    backend_out,
+    key_out,
+    tenant_out,
+    to_models,
+)
+from tenantgate.auth.keys import generate_key
+from tenantgate.core.errors import (
+    AuthenticationFailed,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+)
+from tenantgate.core.secrets import CredentialCipher, same_secret
+from tenantgate.storage.repos import BackendRepo, DuplicateName, KeyRepo, TenantRepo
+from tenantgate.storage.usage import GROUPS, UsageFilter, UsageRepo
+
+
+@dataclass(slots=True)
+class AdminServices:
+    admin_key: SecretStr | None
+    tenants: TenantRepo
+    keys: KeyRepo
+    backends: BackendRepo
+    usage: UsageRepo
+    cipher: CredentialCipher
+    reload: Callable[[], Awaitable[None]]
+    list_backends: Callable[[], Awaitable[list[Any]]]
+    flush_usage: Callable[[], Awaitable[None]]
+
+
+def services(request: Request) -> AdminServices:
+    admin: AdminServices = request.app.state.admin
+    return admin
+
+
+def require_admin(request: Request) -> AdminServices:
+    admin = services(request)
+    if admin.admin_key is None:
+        raise ServiceUnavailable(
+            "The admin API is disabled: set TENANTGATE_ADMIN_KEY.", code="admin_disabled"
+        )
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
+    if not token or not same_secret(token, admin.admin_key.get_secret_value()):
+        raise AuthenticationFailed("Invalid admin key.", code="invalid_admin_key")
+    return admin
+
+
+Admin = Annotated[AdminServices, Depends(require_admin)]
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+def _changes(model: Any) -> dict[str, Any]:
+    return model.model_dump(exclude_unset=True)
+
+
+@router.post("/tenants", status_code=201, summary="Create a tenant")
+async def create_tenant(body: TenantCreate, admin: Admin) -> dict[str, Any]:
+    try:
+        row = await admin.tenants.create(body.name, body.limit_fields())
+    except DuplicateName as exc:
+        raise Conflict(str(exc), param="name") from None
+    return tenant_out(row)
+
+
+@router.get("/tenants", summary="List tenants")
+async def list_tenants(admin: Admin) -> dict[str, Any]:
+    return {"object": "list", "data": [tenant_out(row) for row in await admin.tenants.list()]}
+
+
+async def _tenant(admin: AdminServices, tenant_id: str) -> Any:
+    row = await admin.tenants.get(tenant_id)
+    if row is None:
+        raise NotFound(f"No tenant with id '{tenant_id}'.", code="tenant_not_found")
+    return row
+
+
+@router.get("/tenants/{tenant_id}", summary="Get a tenant")
+async def get_tenant(tenant_id: str, admin: Admin) -> dict[str, Any]:
+    return tenant_out(await _tenant(admin, tenant_id))
+
+
+@router.patch("/tenants/{tenant_id}", summary="Update a tenant's name or limits")
+async def update_tenant(tenant_id: str, body: TenantUpdate, admin: Admin) -> dict[str, Any]:
+    await _tenant(admin, tenant_id)
+    try:
+        row = await admin.tenants.update(tenant_id, _changes(body))
+    except DuplicateName as exc:
+        raise Conflict(str(exc), param="name") from None
+    await admin.reload()
+    return tenant_out(row)
+
+
+@router.delete("/tenants/{tenant_id}", summary="Delete a tenant and its keys")
+async def delete_tenant(tenant_id: str, admin: Admin) -> dict[str, Any]:
+    await _tenant(admin, tenant_id)
+    await admin.tenants.delete(tenant_id)
+    await admin.reload()
+    return {"id": tenant_id, "deleted": True}
+
+
+@router.post("/keys", status_code=201, summary="Create an API key (the key is shown only in this response)")
+async def create_key(body: KeyCreate, admin: Admin) -> dict[str, Any]:
+    if await admin.tenants.get(body.tenant_id) is None:
+        raise InvalidRequest(
+            f"No tenant with id '{body.tenant_id}'.", param="tenant_id", code="tenant_not_found"
+        )
+    new = generate_key()
+    row = await admin.keys.create(
+        tenant_id=body.tenant_id,
+        public_id=new.public_id,
+        secret_hash=new.secret_hash,
+        name=body.name,
+        models=body.models,
+        expires_at=body.expires_at,
+        limits=body.limit_fields(),
+    )
+    return {**key_out(row), "key": new.plaintext}
+
+
+@router.get("/keys", summary="List API keys (never their secrets)")
+async def list_keys(admin: Admin, tenant_id: str | None = None) -> dict[str, Any]:
+    return {"object": "list", "data": [key_out(row) for row in await admin.keys.list(tenant_id)]}
+
+
+async def _key(admin: AdminServices, key_id: str) -> Any:
+    row = await admin.keys.get(key_id)
+    if row is None:
+        raise NotFound(f"No key with id '{key_id}'.", code="key_not_found")
+    return row
+
+
+@router.get("/keys/{key_id}", summary="Get an API key")
+async def get_key(key_id: str, admin: Admin) -> dict[str, Any]:
+    return key_out(await _key(admin, key_id))
+
+
+@router.patch("/keys/{key_id}", summary="Update a key's name, models, expiry or limits")
+async def update_key(key_id: str, body: KeyUpdate, admin: Admin) -> dict[str, Any]:
+    await _key(admin, key_id)
+    row = await admin.keys.update(key_id, _changes(body))
+    await admin.reload()
+    return key_out(row)
+
+
+@router.delete("/keys/{key_id}", summary="Revoke an API key")
+async def revoke_key(key_id: str, admin: Admin) -> dict[str, Any]:
+    await _key(admin, key_id)
+    row = await admin.keys.revoke(key_id)
+    await admin.reload()
+    return key_out(row)
+
+
+@router.post("/backends", status_code=201, summary="Register a model server")
+async def create_backend(body: BackendCreate, admin: Admin) -> dict[str, Any]:
+    encrypted = admin.cipher.encrypt(body.api_key) if body.api_key else None
+    try:
+        row = await admin.backends.create(
+            name=body.name, base_url=body.base_url, api_key_encrypted=encrypted, models=to_models(body.models)
+        )
+    except DuplicateName as exc:
+        raise Conflict(str(exc), param="name") from None
+    await admin.reload()
+    return backend_out(row)
+
+
+@router.get("/backends", summary="List backends (config-file ones are read-only)")
+async def list_backends(admin: Admin) -> dict[str, Any]:
+    return {"object": "list", "data": [backend_out(row) for row in await admin.list_backends()]}
+
+
+async def _backend(admin: AdminServices, backend_id: str) -> Any:
+    row = await admin.backends.get(backend_id)
+    if row is None:
+        raise NotFound(
+            f"No backend with id '{backend_id}' (config-file backends cannot be changed here).",
+            code="backend_not_found",
+        )
+    return row
+
+
+@router.get("/backends/{backend_id}", summary="Get a backend")
+async def get_backend(backend_id: str, admin: Admin) -> dict[str, Any]:
+    return backend_out(await _backend(admin, backend_id))
+
+
+@router.patch("/backends/{backend_id}", summary="Update a backend")
+async def update_backend(backend_id: str, body: BackendUpdate, admin: Admin) -> dict[str, Any]:
+    await _backend(admin, backend_id)
+    changes = _changes(body)
+    if "models" in changes:
+        changes["models"] = to_models(body.models or [])
+    if "api_key" in changes:
+        secret = changes.pop("api_key")
+        changes["api_key_encrypted"] = admin.cipher.encrypt(secret) if secret else None
+    row = await admin.backends.update(backend_id, changes)
+    await admin.reload()
+    return backend_out(row)
+
+
+@router.delete("/backends/{backend_id}", summary="Remove a backend")
+async def delete_backend(backend_id: str, admin: Admin) -> dict[str, Any]:
+    await _backend(admin, backend_id)
+    await admin.backends.delete(backend_id)
+    await admin.reload()
+    return {"id": backend_id, "deleted": True}
+
+
+@router.get("/usage", summary="Usage totals and breakdowns")
+async def usage(
+    admin: Admin,
+    tenant_id: str | None = None,
+    key_id: str | None = None,
+    model: str | None = None,
+    since: datetime | None = Query(default=None, description="Start (inclusive), ISO 8601."),
+    until: datetime | None = Query(default=None, description="End (exclusive), ISO 8601."),
+    group_by: str = Query(default="model,day", description=f"Comma-separated, from {', '.join(GROUPS)}."),
+) -> dict[str, Any]:
+    groups = [group for group in group_by.split(",") if group]
+    unknown = [group for group in groups if group not in GROUPS]
+    if unknown:
+        raise InvalidRequest(f"Unknown group_by value(s): {', '.join(unknown)}.", param="group_by")
+    await admin.flush_usage()
+    filters = UsageFilter(tenant_id, key_id, model, since, until)
+    return await admin.usage.summary(filters, groups)

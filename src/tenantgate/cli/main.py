@@ -1,0 +1,112 @@
+"""The ``tenantgate`` command line: serve, migrate, mock-upstream, check-config, tenants, keys and chat."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tenantgate.cli import admin_commands
+from tenantgate.cli.chat import chat_loop
+from tenantgate.config.file import ConfigError, load_config
+
+app = typer.Typer(help="tenantgate: a multi-tenant OpenAI-compatible LLM gateway.", no_args_is_help=True)
+app.add_typer(admin_commands.tenants_app, name="tenants")
+app.add_typer(admin_commands.keys_app, name="keys")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config file (backends, models, prices).")] = None,
+    log_format: Annotated[str | None, typer.Option(help="json (default) or console.")] = None,
+) -> None:
+    """Run the gateway."""
+    import uvicorn
+
+    from tenantgate.config.settings import Settings
+    from tenantgate.core.logging import configure_logging
+    from tenantgate.edge.app import create_app
+
+    overrides: dict[str, object] = {}
+    if config is not None:
+        overrides["config_file"] = config
+    if log_format is not None:
+        overrides["log_format"] = log_format
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+        configure_logging(settings.log_format, settings.log_level)
+        application = create_app(settings)
+    except (ValueError, ConfigError) as exc:
+        typer.echo(f"tenantgate: cannot start: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(application, host=host, port=port, loop="uvloop", http="httptools", log_config=None,
+                access_log=False, lifespan="on", timeout_graceful_shutdown=30)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date (also done automatically by ``serve``)."""
+    from tenantgate.config.settings import Settings
+    from tenantgate.storage.database import create_engine
+    from tenantgate.storage.database import migrate as run_migrations
+
+    async def run() -> None:
+        engine = create_engine(Settings().database_url)
+        try:
+            await run_migrations(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    typer.echo("database is at the newest schema")
+
+
+@app.command("mock-upstream")
+def mock_upstream(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8081,
+    ttft: Annotated[float, typer.Option(help="Seconds before the first token.")] = 0.0,
+    chunk_delay: Annotated[float, typer.Option(help="Seconds between stream chunks.")] = 0.0,
+    chunks: Annotated[int, typer.Option(help="Content chunks per reply.")] = 8,
+    api_key: Annotated[str | None, typer.Option(help="Require this bearer key.")] = None,
+) -> None:
+    """Run the built-in OpenAI-compatible mock upstream (for demos, tests and benchmarks)."""
+    from tenantgate.mock.upstream import MockOptions, run
+
+    run(host, port, MockOptions(ttft=ttft, chunk_delay=chunk_delay, chunks=chunks, api_key=api_key))
+
+
+@app.command("check-config")
+def check_config(path: Path) -> None:
+    """Validate a YAML config file; every error names its key path."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for error in exc.errors:
+            typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    models = sorted({model.name for backend in config.backends for model in backend.model_entries()})
+    typer.echo(f"ok: {len(config.backends)} backend(s), models: {', '.join(models) or '(none)'}")
+
+
+@app.command()
+def chat(
+    model: Annotated[str, typer.Option(help="Model to talk to.")],
+    base_url: Annotated[str, typer.Option(envvar="TENANTGATE_BASE_URL")] = "http://127.0.0.1:8080/v1",
+    key: Annotated[str | None, typer.Option(envvar="TENANTGATE_API_KEY", help="Your tg- API key.")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+) -> None:
+    """Interactive streaming chat through the gateway (type 'exit' or Ctrl-D to leave)."""
+    if not key:
+        typer.echo("tenantgate chat: pass --key or set TENANTGATE_API_KEY", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(chat_loop(model=model, base_url=base_url, key=key, system=system, stdin=sys.stdin))
+
+
+if __name__ == "__main__":
+    app()

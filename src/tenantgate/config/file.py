@@ -1,0 +1,126 @@
+"""The YAML config file: backends, models, prices and defaults declared at start-up.
+
+Validation runs in two stages: shape (pydantic) and then cross-references (unique names, at least one model).
+Both report errors as ``path.to.key: message`` so an operator can find the line to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)\}")
+
+
+class ConfigError(Exception):
+    """The config file is invalid; ``errors`` lists every problem with its key path."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid config:\n  " + "\n  ".join(errors))
+        self.errors = errors
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    upstream_model: str | None = None
+    input_price_per_mtok: float = Field(default=0.0, ge=0)
+    output_price_per_mtok: float = Field(default=0.0, ge=0)
+
+
+class BackendEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    base_url: str
+    api_key: str | None = None
+    models: list[str | ModelEntry] = Field(min_length=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    def model_entries(self) -> list[ModelEntry]:
+        return [ModelEntry(name=m) if isinstance(m, str) else m for m in self.models]
+
+
+class LimitDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    max_concurrency: int | None = Field(default=None, gt=0)
+    budget_usd: float | None = Field(default=None, ge=0)
+    budget_period: Literal["total", "daily", "weekly", "monthly"] | None = None
+
+
+class Defaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_output_tokens: int = Field(default=4096, gt=0)
+    tenant_limits: LimitDefaults = Field(default_factory=LimitDefaults)
+    key_limits: LimitDefaults = Field(default_factory=LimitDefaults)
+    budget_alert_threshold: float = Field(default=0.8, gt=0, le=1)
+    budget_alert_webhook: str | None = None
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backends: list[BackendEntry] = Field(default_factory=list)
+    defaults: Defaults = Field(default_factory=Defaults)
+
+
+def _expand_env(value: Any) -> Any:
+    """``${NAME}`` in a string is replaced by that environment variable, so secrets stay out of the file."""
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda match: os.environ.get(match.group(1), ""), value)
+    if isinstance(value, list):
+        return [_expand_env(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _expand_env(item) for key, item in value.items()}
+    return value
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(
+        str(part) for part in loc if not (isinstance(part, str) and part in ("str", "ModelEntry"))
+    )
+
+
+def parse_config(data: Any) -> GatewayConfig:
+    if data is None:
+        data = {}
+    try:
+        config = GatewayConfig.model_validate(_expand_env(data))
+    except ValidationError as exc:
+        raise ConfigError([f"{_path(err['loc'])}: {err['msg']}" for err in exc.errors()]) from None
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for index, backend in enumerate(config.backends):
+        if backend.name in seen:
+            errors.append(f"backends.{index}.name: duplicate backend name {backend.name!r}")
+        seen[backend.name] = index
+        names = [entry.name for entry in backend.model_entries()]
+        for model_index, name in enumerate(names):
+            if names.index(name) != model_index:
+                errors.append(f"backends.{index}.models.{model_index}: model {name!r} listed twice")
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def load_config(path: Path | None) -> GatewayConfig:
+    if path is None:
+        return GatewayConfig()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
+    return parse_config(data)

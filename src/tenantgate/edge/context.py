@@ -1,0 +1,54 @@
+"""The objects one gateway process is made of, built by the app factory and handed to the handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tenantgate.auth.authenticator import Authenticator, Principal
+from tenantgate.backends.upstream import UpstreamClient
+from tenantgate.config.file import GatewayConfig
+from tenantgate.config.settings import Settings
+from tenantgate.edge.request import ParsedRequest
+from tenantgate.metering.tokens import TokenCounter
+from tenantgate.metering.writer import UsageWriter
+from tenantgate.routing.catalog import Catalog, Deployment
+
+
+class Admission(Protocol):
+    """Limits and budgets: reserve before the upstream call, settle after it (see :mod:`tenantgate.edge.admission`)."""
+
+    async def reserve(
+        self, principal: Principal, deployment: Deployment, request: ParsedRequest, max_output_tokens: int
+    ) -> Any: ...
+
+    async def settle(self, ticket: Any, total_tokens: int, cost_usd: float) -> None: ...
+
+    def headers(self, ticket: Any) -> dict[str, str]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class CatalogHolder:
+    """The current routing snapshot; swapped whole when the config version changes."""
+
+    current: Catalog = field(default_factory=lambda: Catalog(()))
+
+
+@dataclass(slots=True)
+class Gateway:
+    settings: Settings
+    config: GatewayConfig
+    auth: Authenticator
+    catalog: CatalogHolder
+    upstream: UpstreamClient
+    usage: UsageWriter
+    tokens: TokenCounter
+    admission: Admission
+    draining: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)

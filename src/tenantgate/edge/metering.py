@@ -1,0 +1,109 @@
+"""Per-request metering: time the request, settle the limits reservation, enqueue one usage record, log it.
+
+``finish`` runs exactly once per request that reached the upstream step (success, upstream error, broken
+stream or client disconnect), from a ``finally`` in the pipeline, so a reservation is never left behind.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+
+from tenantgate.auth.authenticator import Principal
+from tenantgate.edge.context import Gateway
+from tenantgate.edge.request import ParsedRequest
+from tenantgate.metering.usage import Usage, estimate_usage, text_from_sse_events
+from tenantgate.routing.catalog import Deployment
+from tenantgate.storage.rows import UsageRecord, utcnow
+
+log = structlog.get_logger("tenantgate.access")
+
+
+class RequestMeter:
+    def __init__(
+        self,
+        gateway: Gateway,
+        principal: Principal,
+        parsed: ParsedRequest,
+        deployment: Deployment,
+        request_id: str,
+        ticket: Any,
+    ) -> None:
+        self.gateway = gateway
+        self.principal = principal
+        self.parsed = parsed
+        self.deployment = deployment
+        self.request_id = request_id
+        self.ticket = ticket
+        self.started = time.perf_counter()
+        self.first_byte_at: float | None = None
+        self._finished = False
+
+    def first_byte(self, at: float | None = None) -> None:
+        if self.first_byte_at is None:
+            self.first_byte_at = at if at is not None else time.perf_counter()
+
+    def response_headers(self) -> dict[str, str]:
+        return self.gateway.admission.headers(self.ticket)
+
+    async def finish_stream(self, status: int, usage: Usage | None, events: list[bytes]) -> None:
+        """Bill a stream: the upstream's usage if it sent one, else what was delivered, counted offline."""
+        if usage is None:
+            usage = estimate_usage(
+                self.gateway.tokens, self.parsed.endpoint, self.parsed.body, text_from_sse_events(events)
+            )
+        await self.finish(status, usage)
+
+    async def finish(self, status: int, usage: Usage | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        now = time.perf_counter()
+        usage = usage or Usage(0, 0)
+        cost = self.deployment.cost_usd(usage.prompt_tokens, usage.completion_tokens)
+        try:
+            await self.gateway.admission.settle(self.ticket, usage.total_tokens, cost)
+        finally:
+            self._record(status, usage, cost, now)
+
+    def _record(self, status: int, usage: Usage, cost: float, now: float) -> None:
+        latency_ms = round((now - self.started) * 1000, 3)
+        ttft_ms = round((self.first_byte_at - self.started) * 1000, 3) if self.first_byte_at else None
+        principal, deployment = self.principal, self.deployment
+        record = UsageRecord(
+            request_id=self.request_id,
+            created_at=utcnow(),
+            tenant_id=principal.tenant_id,
+            key_id=principal.key_id,
+            endpoint=self.parsed.endpoint,
+            model=deployment.model,
+            backend=deployment.backend_name,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=cost,
+            status=status,
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            estimated=usage.estimated,
+            streamed=self.parsed.stream,
+        )
+        self.gateway.usage.record(record)
+        log.info(
+            "request",
+            request_id=self.request_id,
+            tenant_id=principal.tenant_id,
+            key_id=principal.key_id,
+            endpoint=self.parsed.endpoint,
+            model=deployment.model,
+            backend=deployment.backend_name,
+            status=status,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            estimated=usage.estimated,
+            cost_usd=cost,
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            stream=self.parsed.stream,
+        )

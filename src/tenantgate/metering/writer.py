@@ -1,0 +1,71 @@
+"""Usage records go onto a bounded in-memory queue; one background task writes them in batches.
+
+The request path only calls :meth:`UsageWriter.record` (no await, no database). The writer flushes at least
+every ``flush_interval`` seconds and drains everything on :meth:`close`. If the queue is full (the database is
+down for a long time) records are dropped and counted rather than growing memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from tenantgate.storage.rows import UsageRecord
+
+log = logging.getLogger("tenantgate.metering")
+
+Sink = Callable[[Sequence[UsageRecord]], Awaitable[None]]
+
+
+class UsageWriter:
+    def __init__(self, sink: Sink, *, max_queue: int, flush_interval: float, batch_size: int) -> None:
+        self._sink = sink
+        self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(max_queue)
+        self._flush_interval = flush_interval
+        self._batch_size = batch_size
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.written = 0
+        self.on_drop: Callable[[], None] | None = None
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def record(self, record: UsageRecord) -> None:
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop()
+            log.error("usage queue full, record dropped", extra={"request_id": record.request_id})
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        while not self._queue.empty():
+            batch = [self._queue.get_nowait() for _ in range(min(self._batch_size, self._queue.qsize()))]
+            try:
+                await self._sink(batch)
+                self.written += len(batch)
+            except Exception:
+                log.exception("usage flush failed; records will be retried")
+                for record in batch:  # put them back; drop (and count) only if the queue has filled meanwhile
+                    self.record(record)
+                return
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()

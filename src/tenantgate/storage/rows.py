@@ -1,0 +1,109 @@
+"""Plain records read from storage, shared by the repositories and their callers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands timezone-aware columns back naive; every timestamp leaving storage is aware UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitFields:
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    budget_usd: float | None = None
+    budget_period: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> LimitFields:
+        return cls(row.rpm, row.tpm, row.max_concurrency, row.budget_usd, row.budget_period)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_concurrency": self.max_concurrency,
+            "budget_usd": self.budget_usd,
+            "budget_period": self.budget_period,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRow:
+    id: str
+    name: str
+    created_at: datetime
+    limits: LimitFields = field(default_factory=LimitFields)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    id: str
+    public_id: str
+    secret_hash: str
+    tenant_id: str
+    name: str | None
+    models: list[str] | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+    limits: LimitFields = field(default_factory=LimitFields)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendModel:
+    name: str
+    upstream_model: str
+    input_price_per_mtok: float = 0.0
+    output_price_per_mtok: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "upstream_model": self.upstream_model,
+            "input_price_per_mtok": self.input_price_per_mtok,
+            "output_price_per_mtok": self.output_price_per_mtok,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRow:
+    id: str
+    name: str
+    base_url: str
+    api_key_encrypted: str | None
+    models: tuple[BackendModel, ...]
+    enabled: bool
+    created_at: datetime
+    source: str = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    request_id: str
+    created_at: datetime
+    tenant_id: str
+    key_id: str
+    endpoint: str
+    model: str
+    backend: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    status: int
+    latency_ms: float
+    ttft_ms: float | None
+    estimated: bool
+    streamed: bool

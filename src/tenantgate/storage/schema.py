@@ -1,0 +1,94 @@
+"""The database schema, as SQLAlchemy Core tables (Core, not ORM: the gateway reads rows, not object graphs).
+
+Alembic migrations in ``storage/migrations`` create exactly these tables; keep both in step.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+_LIMIT_COLUMNS = (
+    "rpm",
+    "tpm",
+    "max_concurrency",
+)
+
+
+def _limit_columns() -> list[sa.Column[object]]:
+    columns: list[sa.Column[object]] = [sa.Column(name, sa.Integer, nullable=True) for name in _LIMIT_COLUMNS]
+    columns.append(sa.Column("budget_usd", sa.Float, nullable=True))
+    columns.append(sa.Column("budget_period", sa.String(16), nullable=True))
+    return columns
+
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    *_limit_columns(),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("public_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("models", sa.JSON, nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    *_limit_columns(),
+    sa.Index("ix_api_keys_tenant_id", "tenant_id"),
+)
+
+backends = sa.Table(
+    "backends",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("base_url", sa.String(2000), nullable=False),
+    sa.Column("api_key_encrypted", sa.Text, nullable=True),
+    sa.Column("models", sa.JSON, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+usage_records = sa.Table(
+    "usage_records",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("key_id", sa.String(40), nullable=False),
+    sa.Column("endpoint", sa.String(40), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("backend", sa.String(200), nullable=True),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("ttft_ms", sa.Float, nullable=True),
+    sa.Column("estimated", sa.Boolean, nullable=False),
+    sa.Column("streamed", sa.Boolean, nullable=False),
+    sa.Index("ix_usage_tenant_time", "tenant_id", "created_at"),
+    sa.Index("ix_usage_key_time", "key_id", "created_at"),
+    sa.Index("ix_usage_time", "created_at"),
+)
+
+# One row per named counter. ``config_version`` is bumped by every admin change so that every replica
+# notices (by polling) and drops its caches within the sync interval.
+gateway_state = sa.Table(
+    "gateway_state",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)

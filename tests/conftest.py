@@ -1,0 +1,42 @@
+"""Shared fixtures: one mock upstream process and one SQLite-backed gateway process for the session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import Gateway, Process, mock_config, start_gateway, start_mock
+
+
+@pytest.fixture(scope="session")
+def mock() -> Iterator[Process]:
+    process = start_mock("--api-key", "upstream-secret-abc123")
+    yield process
+    process.stop()
+
+
+@pytest.fixture()
+def mock_stats(mock: Process) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=mock.url) as client:
+        client.post("/_mock/reset")
+        yield client
+
+
+@pytest.fixture(scope="session")
+def gateway(mock: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    tmp = tmp_path_factory.mktemp("gateway")
+    gw = start_gateway(f"sqlite+aiosqlite:///{tmp / 'tg.db'}", tmp, mock_config(mock.port))
+    yield gw
+    gw.process.stop()
+
+
+@pytest.fixture(scope="session")
+def api_key(gateway: Gateway) -> str:
+    return gateway.new_key("session-tenant")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    Path("/tmp/tenantgate-test-logs").mkdir(parents=True, exist_ok=True)
