@@ -119,13 +119,15 @@ class Gateway:
 
 def gateway_env(database_url: str, tmp: Path, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TENANTGATE_")}
-    env.update({
-        "TENANTGATE_DATABASE_URL": database_url,
-        "TENANTGATE_ADMIN_KEY": ADMIN_KEY,
-        "TENANTGATE_SECRET_KEY_FILE": str(tmp / "tenantgate.secret"),
-        "TENANTGATE_USAGE_FLUSH_INTERVAL": "0.2",
-        "TENANTGATE_SYNC_INTERVAL": "0.25",
-    })
+    env.update(
+        {
+            "TENANTGATE_DATABASE_URL": database_url,
+            "TENANTGATE_ADMIN_KEY": ADMIN_KEY,
+            "TENANTGATE_SECRET_KEY_FILE": str(tmp / "tenantgate.secret"),
+            "TENANTGATE_USAGE_FLUSH_INTERVAL": "0.2",
+            "TENANTGATE_SYNC_INTERVAL": "0.25",
+        }
+    )
     env.update(extra)
     return env
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import SecretStr
@@ -36,6 +36,7 @@ from tenantgate.core.errors import (
 )
 from tenantgate.core.secrets import CredentialCipher, same_secret
 from tenantgate.storage.repos import BackendRepo, DuplicateName, KeyRepo, TenantRepo
+from tenantgate.storage.rows import BackendRow, KeyRow, TenantRow
 from tenantgate.storage.usage import GROUPS, UsageFilter, UsageRepo
 
 
@@ -60,9 +61,7 @@ def services(request: Request) -> AdminServices:
 def require_admin(request: Request) -> AdminServices:
     admin = services(request)
     if admin.admin_key is None:
-        raise ServiceUnavailable(
-            "The admin API is disabled: set TENANTGATE_ADMIN_KEY.", code="admin_disabled"
-        )
+        raise ServiceUnavailable("The admin API is disabled: set TENANTGATE_ADMIN_KEY.", code="admin_disabled")
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
@@ -76,7 +75,18 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 def _changes(model: Any) -> dict[str, Any]:
-    return model.model_dump(exclude_unset=True)
+    changes: dict[str, Any] = model.model_dump(exclude_unset=True)
+    return changes
+
+
+T = TypeVar("T")
+
+
+def _found(row: T | None, what: str, row_id: str) -> T:
+    """The row, or a 404 naming what was not found (also when it vanished between two statements)."""
+    if row is None:
+        raise NotFound(f"No {what} with id '{row_id}'.", code=f"{what}_not_found")
+    return row
 
 
 @router.post("/tenants", status_code=201, summary="Create a tenant")
@@ -93,11 +103,8 @@ async def list_tenants(admin: Admin) -> dict[str, Any]:
     return {"object": "list", "data": [tenant_out(row) for row in await admin.tenants.list()]}
 
 
-async def _tenant(admin: AdminServices, tenant_id: str) -> Any:
-    row = await admin.tenants.get(tenant_id)
-    if row is None:
-        raise NotFound(f"No tenant with id '{tenant_id}'.", code="tenant_not_found")
-    return row
+async def _tenant(admin: AdminServices, tenant_id: str) -> TenantRow:
+    return _found(await admin.tenants.get(tenant_id), "tenant", tenant_id)
 
 
 @router.get("/tenants/{tenant_id}", summary="Get a tenant")
@@ -113,7 +120,7 @@ async def update_tenant(tenant_id: str, body: TenantUpdate, admin: Admin) -> dic
     except DuplicateName as exc:
         raise Conflict(str(exc), param="name") from None
     await admin.reload()
-    return tenant_out(row)
+    return tenant_out(_found(row, "tenant", tenant_id))
 
 
 @router.delete("/tenants/{tenant_id}", summary="Delete a tenant and its keys")
@@ -127,9 +134,7 @@ async def delete_tenant(tenant_id: str, admin: Admin) -> dict[str, Any]:
 @router.post("/keys", status_code=201, summary="Create an API key (the key is shown only in this response)")
 async def create_key(body: KeyCreate, admin: Admin) -> dict[str, Any]:
     if await admin.tenants.get(body.tenant_id) is None:
-        raise InvalidRequest(
-            f"No tenant with id '{body.tenant_id}'.", param="tenant_id", code="tenant_not_found"
-        )
+        raise InvalidRequest(f"No tenant with id '{body.tenant_id}'.", param="tenant_id", code="tenant_not_found")
     new = generate_key()
     row = await admin.keys.create(
         tenant_id=body.tenant_id,
@@ -148,11 +153,8 @@ async def list_keys(admin: Admin, tenant_id: str | None = None) -> dict[str, Any
     return {"object": "list", "data": [key_out(row) for row in await admin.keys.list(tenant_id)]}
 
 
-async def _key(admin: AdminServices, key_id: str) -> Any:
-    row = await admin.keys.get(key_id)
-    if row is None:
-        raise NotFound(f"No key with id '{key_id}'.", code="key_not_found")
-    return row
+async def _key(admin: AdminServices, key_id: str) -> KeyRow:
+    return _found(await admin.keys.get(key_id), "key", key_id)
 
 
 @router.get("/keys/{key_id}", summary="Get an API key")
@@ -165,7 +167,7 @@ async def update_key(key_id: str, body: KeyUpdate, admin: Admin) -> dict[str, An
     await _key(admin, key_id)
     row = await admin.keys.update(key_id, _changes(body))
     await admin.reload()
-    return key_out(row)
+    return key_out(_found(row, "key", key_id))
 
 
 @router.delete("/keys/{key_id}", summary="Revoke an API key")
@@ -173,7 +175,7 @@ async def revoke_key(key_id: str, admin: Admin) -> dict[str, Any]:
     await _key(admin, key_id)
     row = await admin.keys.revoke(key_id)
     await admin.reload()
-    return key_out(row)
+    return key_out(_found(row, "key", key_id))
 
 
 @router.post("/backends", status_code=201, summary="Register a model server")
@@ -194,14 +196,9 @@ async def list_backends(admin: Admin) -> dict[str, Any]:
     return {"object": "list", "data": [backend_out(row) for row in await admin.list_backends()]}
 
 
-async def _backend(admin: AdminServices, backend_id: str) -> Any:
-    row = await admin.backends.get(backend_id)
-    if row is None:
-        raise NotFound(
-            f"No backend with id '{backend_id}' (config-file backends cannot be changed here).",
-            code="backend_not_found",
-        )
-    return row
+async def _backend(admin: AdminServices, backend_id: str) -> BackendRow:
+    """A stored backend; config-file backends are read-only and not found here."""
+    return _found(await admin.backends.get(backend_id), "backend", backend_id)
 
 
 @router.get("/backends/{backend_id}", summary="Get a backend")
@@ -220,7 +217,7 @@ async def update_backend(backend_id: str, body: BackendUpdate, admin: Admin) -> 
         changes["api_key_encrypted"] = admin.cipher.encrypt(secret) if secret else None
     row = await admin.backends.update(backend_id, changes)
     await admin.reload()
-    return backend_out(row)
+    return backend_out(_found(row, "backend", backend_id))
 
 
 @router.delete("/backends/{backend_id}", summary="Remove a backend")
@@ -248,3 +245,18 @@ async def usage(
     await admin.flush_usage()
     filters = UsageFilter(tenant_id, key_id, model, since, until)
     return await admin.usage.summary(filters, groups)
+
+
+@router.get("/usage/records", summary="Raw usage records, newest first")
+async def usage_records(
+    admin: Admin,
+    tenant_id: str | None = None,
+    key_id: str | None = None,
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = Query(default=100, ge=1, le=10_000),
+) -> dict[str, Any]:
+    await admin.flush_usage()
+    records = await admin.usage.records(UsageFilter(tenant_id, key_id, model, since, until), limit)
+    return {"object": "list", "data": records}

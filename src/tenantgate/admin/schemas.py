@@ -18,9 +18,7 @@ class LimitsIn(BaseModel):
     tpm: int | None = Field(default=None, gt=0, description="Tokens per minute.")
     max_concurrency: int | None = Field(default=None, gt=0, description="Requests in flight at once.")
     budget_usd: float | None = Field(default=None, ge=0, description="Spend allowed per budget period.")
-    budget_period: BudgetPeriod | None = Field(
-        default=None, description="total, daily, weekly or monthly (UTC)."
-    )
+    budget_period: BudgetPeriod | None = Field(default=None, description="total, daily, weekly or monthly (UTC).")
 
     def limit_fields(self) -> LimitFields:
         return LimitFields(self.rpm, self.tpm, self.max_concurrency, self.budget_usd, self.budget_period)
@@ -68,9 +66,7 @@ class ModelSpec(BaseModel):
 
 
 def to_models(entries: list[str | ModelSpec]) -> list[BackendModel]:
-    return [
-        ModelSpec(name=entry).to_model() if isinstance(entry, str) else entry.to_model() for entry in entries
-    ]
+    return [ModelSpec(name=entry).to_model() if isinstance(entry, str) else entry.to_model() for entry in entries]
 
 
 class BackendCreate(BaseModel):

@@ -98,11 +98,7 @@ class Authenticator:
             finally:
                 del self._loading[public_id]
         found = await pending
-        entry: _Entry | float
-        if found is None:
-            entry = now + self._negative_ttl
-        else:
-            entry = _to_entry(*found, cached_until=now + self._ttl)
+        entry = now + self._negative_ttl if found is None else _to_entry(*found, cached_until=now + self._ttl)
         self._cache[public_id] = entry
         return entry
 

@@ -20,16 +20,12 @@ _JSON = "application/json"
 
 class UpstreamClient:
     def __init__(self, *, connect_timeout: float, read_timeout: float, max_connections: int) -> None:
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
-        )
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections, ttl_dns_cache=60, enable_cleanup_closed=True
-        )
+        connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=60, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
@@ -67,9 +63,9 @@ class UpstreamClient:
                 response.release()
         return response
 
-    async def get_json(self, url: str, api_key: str | None, timeout: float = 5.0) -> Any:
+    async def get_json(self, url: str, api_key: str | None, deadline_s: float = 5.0) -> Any:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(deadline_s):
             async with self.session.get(url, headers=headers, allow_redirects=False) as response:
                 response.raise_for_status()
                 return await response.json(loads=orjson.loads, content_type=None)
@@ -86,9 +82,7 @@ async def _status_error(deployment: Deployment, response: aiohttp.ClientResponse
             f"Backend '{name}' is rate limited; retry later.", code="upstream_rate_limited", headers=headers
         )
     if status in (401, 403):
-        return UpstreamError(
-            f"Backend '{name}' rejected the gateway's credentials.", code="upstream_auth_failed"
-        )
+        return UpstreamError(f"Backend '{name}' rejected the gateway's credentials.", code="upstream_auth_failed")
     if status >= 500 or status < 400:
         return UpstreamError(f"Backend '{name}' failed with HTTP {status}.")
     return await _client_error(response)
@@ -108,8 +102,6 @@ async def _client_error(response: aiohttp.ClientResponse) -> GatewayError:
             message = error[:2000]
     except (orjson.JSONDecodeError, aiohttp.ClientError, TimeoutError):
         pass
-    error_type = GatewayError(
-        message, param=param, code=code or "upstream_invalid_request", status=response.status
-    )
+    error_type = GatewayError(message, param=param, code=code or "upstream_invalid_request", status=response.status)
     error_type.type = "invalid_request_error"
     return error_type

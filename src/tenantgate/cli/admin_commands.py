@@ -78,8 +78,9 @@ def keys_create(
         if row is None:
             raise typer.BadParameter(f"no tenant with id or name {tenant!r}", param_hint="--tenant")
         new = generate_key()
-        created = await keys.create(tenant_id=row.id, public_id=new.public_id, secret_hash=new.secret_hash,
-                                    name=name, models=model or None)
+        created = await keys.create(
+            tenant_id=row.id, public_id=new.public_id, secret_hash=new.secret_hash, name=name, models=model or None
+        )
         return {**key_out(created), "key": new.plaintext}
 
     _print(_run(work))

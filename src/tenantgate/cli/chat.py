@@ -24,10 +24,15 @@ def chat_loop(*, model: str, base_url: str, key: str, system: str | None, stdin:
             continue
         history.append({"role": "user", "content": line.strip()})
         try:
-            stream = client.chat.completions.create(model=model, messages=history, stream=True)  # type: ignore[arg-type]
+            stream = client.chat.completions.create(
+                model=model,
+                messages=history,  # type: ignore[arg-type]
+                stream=True,
+            )
             reply = []
             for chunk in stream:
-                piece = chunk.choices[0].delta.content if chunk.choices else None
+                choices = getattr(chunk, "choices", None)
+                piece = choices[0].delta.content if choices else None
                 if piece:
                     reply.append(piece)
                     print(piece, end="", flush=True)

@@ -93,12 +93,14 @@ def main() -> None:
     (DEMO_DIR / "config.yaml").write_text(CONFIG)
     database_url = f"sqlite+aiosqlite:///{DEMO_DIR / 'tenantgate.db'}"
     admin_key = os.environ.get("TENANTGATE_ADMIN_KEY") or "admin-" + secrets.token_urlsafe(24)
-    os.environ.update({
-        "TENANTGATE_DATABASE_URL": database_url,
-        "TENANTGATE_ADMIN_KEY": admin_key,
-        "TENANTGATE_SECRET_KEY_FILE": str(DEMO_DIR / "tenantgate.secret"),
-        "TENANTGATE_CONFIG_FILE": str(DEMO_DIR / "config.yaml"),
-    })
+    os.environ.update(
+        {
+            "TENANTGATE_DATABASE_URL": database_url,
+            "TENANTGATE_ADMIN_KEY": admin_key,
+            "TENANTGATE_SECRET_KEY_FILE": str(DEMO_DIR / "tenantgate.secret"),
+            "TENANTGATE_CONFIG_FILE": str(DEMO_DIR / "config.yaml"),
+        }
+    )
     mock = subprocess.Popen(
         [sys.executable, "-m", "tenantgate.mock.upstream", "--port", str(MOCK_PORT), "--chunk-delay", "0.03"],
     )

@@ -22,7 +22,9 @@ app.add_typer(admin_commands.keys_app, name="keys")
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML config file (backends, models, prices).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML config: backends, models, prices.")
+    ] = None,
     log_format: Annotated[str | None, typer.Option(help="json (default) or console.")] = None,
 ) -> None:
     """Run the gateway."""
@@ -44,8 +46,17 @@ def serve(
     except (ValueError, ConfigError) as exc:
         typer.echo(f"tenantgate: cannot start: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(application, host=host, port=port, loop="uvloop", http="httptools", log_config=None,
-                access_log=False, lifespan="on", timeout_graceful_shutdown=30)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
 
 
 @app.command()

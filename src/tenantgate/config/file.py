@@ -87,9 +87,7 @@ def _expand_env(value: Any) -> Any:
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(
-        str(part) for part in loc if not (isinstance(part, str) and part in ("str", "ModelEntry"))
-    )
+    return ".".join(str(part) for part in loc if not (isinstance(part, str) and part in ("str", "ModelEntry")))
 
 
 def parse_config(data: Any) -> GatewayConfig:

@@ -33,9 +33,7 @@ def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutabl
 
 def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=False)
-        if log_format == "console"
-        else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=False) if log_format == "console" else structlog.processors.JSONRenderer()
     )
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

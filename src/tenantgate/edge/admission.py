@@ -37,7 +37,5 @@ class Unlimited:
         return {}
 
 
-def build_admission(
-    settings: Settings, config: GatewayConfig, tokens: TokenCounter, usage: UsageRepo
-) -> Unlimited:
+def build_admission(settings: Settings, config: GatewayConfig, tokens: TokenCounter, usage: UsageRepo) -> Unlimited:
     return Unlimited()

@@ -101,16 +101,12 @@ class ProxyEndpoint:
             raise UpstreamError("The backend returned a response that is not JSON.") from None
         usage = usage_from_object(parsed_body)
         if usage is None:
-            usage = estimate_usage(
-                self.gateway.tokens, self.endpoint, meter.parsed.body, completion_text(parsed_body)
-            )
+            usage = estimate_usage(self.gateway.tokens, self.endpoint, meter.parsed.body, completion_text(parsed_body))
         await meter.finish(200, usage)
         return json_response(body, meter.request_id, extra=meter.response_headers())
 
     def _stream(self, upstream: Any, meter: RequestMeter) -> RelayResponse:
-        relay = StreamRelay(
-            upstream, endpoint=self.endpoint, client_wants_usage=meter.parsed.client_wants_usage
-        )
+        relay = StreamRelay(upstream, endpoint=self.endpoint, client_wants_usage=meter.parsed.client_wants_usage)
 
         async def on_close(disconnected: bool) -> None:
             relay.close()
@@ -120,9 +116,7 @@ class ProxyEndpoint:
             status = 499 if disconnected else (outcome.error.status if outcome.error else 200)
             await meter.finish_stream(status, outcome.usage, outcome.events)
 
-        return RelayResponse(
-            relay.events(), on_close, {"x-request-id": meter.request_id, **meter.response_headers()}
-        )
+        return RelayResponse(relay.events(), on_close, {"x-request-id": meter.request_id, **meter.response_headers()})
 
 
 def principal_models(gateway: Gateway, principal: Principal) -> list[str]:

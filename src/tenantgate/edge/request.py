@@ -73,9 +73,7 @@ def _number(body: dict[str, Any], name: str, low: float, high: float) -> None:
 
 def _require(body: dict[str, Any], name: str) -> Any:
     if body.get(name) is None:
-        raise InvalidRequest(
-            f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter"
-        )
+        raise InvalidRequest(f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
     return body[name]
 
 
@@ -83,9 +81,7 @@ def _check_endpoint_fields(endpoint: str, body: dict[str, Any]) -> None:
     if endpoint == "chat/completions":
         messages = _require(body, "messages")
         if not isinstance(messages, list) or not messages:
-            raise InvalidRequest(
-                "'messages' must be a non-empty array.", param="messages", code="invalid_type"
-            )
+            raise InvalidRequest("'messages' must be a non-empty array.", param="messages", code="invalid_type")
         for index, message in enumerate(messages):
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
                 raise InvalidRequest(
@@ -96,15 +92,11 @@ def _check_endpoint_fields(endpoint: str, body: dict[str, Any]) -> None:
     elif endpoint == "completions":
         prompt = _require(body, "prompt")
         if not isinstance(prompt, str | list):
-            raise InvalidRequest(
-                "'prompt' must be a string or an array.", param="prompt", code="invalid_type"
-            )
+            raise InvalidRequest("'prompt' must be a string or an array.", param="prompt", code="invalid_type")
     elif endpoint == "embeddings":
         value = _require(body, "input")
         if not isinstance(value, str | list) or value in ("", []):
-            raise InvalidRequest(
-                "'input' must be a non-empty string or array.", param="input", code="invalid_type"
-            )
+            raise InvalidRequest("'input' must be a non-empty string or array.", param="input", code="invalid_type")
     elif endpoint == "responses":
         _require(body, "input")
 
@@ -125,14 +117,10 @@ def parse_request(endpoint: str, raw: bytes) -> ParsedRequest:
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean.", param="stream", code="invalid_type")
     if stream and endpoint not in STREAMABLE:
-        raise InvalidRequest(
-            f"'/v1/{endpoint}' does not support streaming.", param="stream", code="invalid_value"
-        )
+        raise InvalidRequest(f"'/v1/{endpoint}' does not support streaming.", param="stream", code="invalid_value")
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
-        raise InvalidRequest(
-            "'stream_options' must be an object.", param="stream_options", code="invalid_type"
-        )
+        raise InvalidRequest("'stream_options' must be an object.", param="stream_options", code="invalid_type")
     max_output = None
     for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         value = _positive_int(body, name)

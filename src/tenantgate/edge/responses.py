@@ -25,9 +25,7 @@ def error_response(error: GatewayError, request_id: str) -> Response:
     return Response(error.body_bytes(), status_code=error.status, headers=headers, media_type=JSON_TYPE)
 
 
-def json_response(
-    body: bytes, request_id: str, status: int = 200, extra: dict[str, str] | None = None
-) -> Response:
+def json_response(body: bytes, request_id: str, status: int = 200, extra: dict[str, str] | None = None) -> Response:
     headers = {"x-request-id": request_id, **(extra or {})}
     return Response(body, status_code=status, headers=headers, media_type=JSON_TYPE)
 

@@ -69,9 +69,7 @@ def build_catalog(rows: list[BackendRow], decrypt: Callable[[BackendRow], Redact
 
 
 class ConfigSync:
-    def __init__(
-        self, gateway: Gateway, state: StateRepo, backends: BackendRepo, cipher: CredentialCipher
-    ) -> None:
+    def __init__(self, gateway: Gateway, state: StateRepo, backends: BackendRepo, cipher: CredentialCipher) -> None:
         self._gateway = gateway
         self._state = state
         self._backends = backends

@@ -27,9 +27,7 @@ class Deployment:
     output_price_per_mtok: float
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (
-            prompt_tokens * self.input_price_per_mtok + completion_tokens * self.output_price_per_mtok
-        ) / 1_000_000
+        return (prompt_tokens * self.input_price_per_mtok + completion_tokens * self.output_price_per_mtok) / 1_000_000
 
 
 @dataclass(slots=True)

@@ -38,9 +38,7 @@ class DuplicateName(Exception):
 
 async def _bump_version(conn: AsyncConnection) -> None:
     table = schema.gateway_state
-    result = await conn.execute(
-        table.update().where(table.c.name == CONFIG_VERSION).values(value=table.c.value + 1)
-    )
+    result = await conn.execute(table.update().where(table.c.name == CONFIG_VERSION).values(value=table.c.value + 1))
     if result.rowcount == 0:
         await conn.execute(table.insert().values(name=CONFIG_VERSION, value=1))
 
@@ -111,9 +109,7 @@ class TenantRepo:
 
     async def get(self, tenant_id: str) -> TenantRow | None:
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(schema.tenants.select().where(schema.tenants.c.id == tenant_id))
-            ).first()
+            row = (await conn.execute(schema.tenants.select().where(schema.tenants.c.id == tenant_id))).first()
         return _tenant(row) if row else None
 
     async def get_by_name(self, name: str) -> TenantRow | None:
@@ -224,9 +220,7 @@ class KeyRepo:
         table = schema.api_keys
         async with self._engine.begin() as conn:
             await conn.execute(
-                table.update()
-                .where(table.c.id == key_id, table.c.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
+                table.update().where(table.c.id == key_id, table.c.revoked_at.is_(None)).values(revoked_at=utcnow())
             )
             await _bump_version(conn)
         return await self.get(key_id)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tenantgate.storage import schema
-from tenantgate.storage.rows import UsageRecord
+from tenantgate.storage.rows import UsageRecord, as_utc
 
 GROUPS = ("model", "key_id", "tenant_id", "backend", "day")
 
@@ -61,6 +61,15 @@ def _totals(row: Any) -> dict[str, Any]:
     }
 
 
+def _record_out(row: Any) -> dict[str, Any]:
+    record = dict(row._mapping)
+    created = as_utc(record["created_at"])
+    record["created_at"] = created.isoformat() if created else None
+    record["estimated"] = bool(record["estimated"])
+    record["streamed"] = bool(record["streamed"])
+    return record
+
+
 class UsageRepo:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -90,6 +99,14 @@ class UsageRepo:
                 rows = await conn.execute(query)
                 result[f"by_{group}"] = [{group: str(row.group), **_totals(row)} for row in rows]
         return result
+
+    async def records(self, filters: UsageFilter, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest raw records matching the filters (for audits and the per-request view)."""
+        table = schema.usage_records
+        query = table.select().where(*filters.where()).order_by(table.c.id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(query)
+        return [_record_out(row) for row in rows]
 
     async def spent_since(self, column: str, value: str, since: datetime) -> float:
         """Spend of one tenant or key since a time: rebuilds budget counters after a restart."""

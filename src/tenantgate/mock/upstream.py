@@ -1,0 +1,608 @@
+"""A realistic OpenAI-compatible upstream for demos, tests and benchmarks.
+
+The gateway must be exercised against something that behaves like a real provider (SSE framing, usage
+accounting, error bodies, slow first tokens, crashes mid-stream) without network access or cost. Replies are
+deterministic (the last user message's words, cycled to ``chunks`` words) so tests can assert exact content,
+and faults are chosen per request (see :mod:`tenantgate.mock.faults`) so one process serves every scenario.
+``/_mock/stats`` exposes what the mock saw, which lets tests prove what the gateway forwarded and when it
+gave up on a request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import itertools
+import math
+import os
+import signal
+import struct
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, NoReturn
+
+import orjson
+from aiohttp import web
+
+from tenantgate.mock.faults import FaultError, Faults, parse_faults
+
+Json = dict[str, Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_MODEL_CREATED = 1_700_000_000  # fixed so /v1/models is byte-for-byte stable
+_SHUTDOWN_TIMEOUT = 1.0  # stalled requests never finish on their own; don't hold up cleanup for long
+
+
+@dataclass
+class MockOptions:
+    """Process-wide defaults; every timing/shape knob can be overridden per request."""
+
+    ttft: float = 0.0
+    chunk_delay: float = 0.0
+    chunks: int = 8
+    models: tuple[str, ...] = ("mock-gpt", "mock-small", "mock-embed")
+    api_key: str | None = None
+
+
+@dataclass
+class MockStats:
+    """What the mock observed, so tests can assert on the gateway's behaviour from the far side."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    completed: int = 0
+    cancelled: int = 0  # the client went away before the mock finished
+    aborted: int = 0  # the mock itself dropped the connection (die_after)
+    last_headers: dict[str, str] = field(default_factory=dict)
+    seen_authorization: list[str] = field(default_factory=list)
+    last_body: Any = None
+
+    def reset(self) -> None:
+        """Forget history but keep ``in_flight``: requests still running will decrement it when they end."""
+        in_flight = self.in_flight
+        self.__init__()  # type: ignore[misc]
+        self.in_flight = self.max_in_flight = in_flight
+
+    def snapshot(self) -> Json:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+STATS_KEY = web.AppKey("tenantgate.mock.stats", MockStats)
+OPTIONS_KEY = web.AppKey("tenantgate.mock.options", MockOptions)
+_OUTCOME = web.RequestKey("tenantgate.mock.outcome", str)
+
+
+class MockError(Exception):
+    """An OpenAI-shaped error answer; raised anywhere in a handler and rendered by the middleware."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        if self.status == 429:
+            kind = "rate_limit_error"
+        elif self.status >= 500:
+            kind = "server_error"
+        else:
+            kind = "invalid_request_error"  # OpenAI uses this for 400, 401 and 404 alike
+        body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+        return _json(body, status=self.status, headers=self.headers)
+
+
+def _json(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, headers=headers, content_type="application/json")
+
+
+def _rand() -> str:
+    return os.urandom(12).hex()
+
+
+def _sse(payload: Json, event: str | None = None) -> bytes:
+    data = b"data: " + orjson.dumps(payload) + b"\n\n"
+    return b"event: " + event.encode() + b"\n" + data if event else data
+
+
+async def _sleep(seconds: float) -> None:
+    if seconds > 0:
+        await asyncio.sleep(seconds)
+
+
+async def _hang() -> NoReturn:
+    """Wait until the client disconnects (aiohttp then cancels the handler)."""
+    await asyncio.get_running_loop().create_future()
+    raise AssertionError("unreachable")
+
+
+@web.middleware
+async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Record every API request before anything can reject it, enforce the key, render errors."""
+    path = request.path
+    if path.startswith("/_mock/"):  # reading the stats must not disturb them
+        return await handler(request)
+    stats = request.app[STATS_KEY]
+    stats.requests[path] += 1
+    try:
+        if path.startswith("/v1/"):
+            stats.last_headers = {k.lower(): v for k, v in request.headers.items()}
+            auth = request.headers.get("authorization")
+            if auth is not None and auth not in stats.seen_authorization:
+                stats.seen_authorization.append(auth)
+            key = request.app[OPTIONS_KEY].api_key
+            if key is not None and auth != f"Bearer {key}":
+                raise MockError(401, "Incorrect API key provided.", code="invalid_api_key")
+        return await handler(request)
+    except MockError as exc:
+        return exc.response()
+    except web.HTTPException as exc:  # router 404/405: keep every error body OpenAI-shaped
+        if exc.status < 400:
+            raise
+        code = "not_found" if exc.status == 404 else None
+        return MockError(exc.status, f"{request.method} {path}: {exc.reason}", code=code).response()
+
+
+def _tracked(handler: Handler) -> Handler:
+    """Count concurrency and outcomes of an inference request; a cancelled handler means the client left."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        stats = request.app[STATS_KEY]
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            response = await handler(request)
+        except asyncio.CancelledError:
+            stats.cancelled += 1
+            raise
+        except Exception:
+            stats.completed += 1  # an error answer is still a request the mock finished
+            raise
+        finally:
+            stats.in_flight -= 1
+        outcome = request.get(_OUTCOME, "completed")
+        setattr(stats, outcome, getattr(stats, outcome) + 1)
+        return response
+
+    return wrapper
+
+
+async def _admit(request: web.Request) -> tuple[Json, Faults]:
+    """Parse the body and fault options, apply an injected status, and check the model."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise MockError(400, "We could not parse the JSON body of your request.") from None
+    if not isinstance(body, dict):
+        raise MockError(400, "The request body must be a JSON object.")
+    request.app[STATS_KEY].last_body = body
+    options = request.app[OPTIONS_KEY]
+    try:
+        faults = parse_faults(
+            request.headers, body, ttft=options.ttft, chunk_delay=options.chunk_delay, chunks=options.chunks
+        )
+    except FaultError as exc:
+        raise MockError(400, str(exc), param="mock") from None
+    if faults.status is not None:
+        await _sleep(faults.ttft)
+        headers = {"retry-after": "1"} if faults.status == 429 else None
+        raise MockError(faults.status, f"Injected mock failure ({faults.status}).", headers=headers)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise MockError(400, "You must provide a model parameter.", param="model")
+    if model not in options.models:
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        raise MockError(404, message, code="model_not_found", param="model")
+    return body, faults
+
+
+def _text(content: Any) -> str:
+    """Text of a message ``content``: a string or a list of parts that carry ``text``."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _last_user_words(items: list[Any]) -> list[str]:
+    for item in reversed(items):
+        if isinstance(item, dict) and item.get("role") == "user":
+            return _text(item.get("content")).split()
+    return []
+
+
+def _message_tokens(items: list[Any]) -> int:
+    """A deterministic stand-in for a tokenizer: words plus 3 per message, like OpenAI's framing overhead."""
+    return sum(len(_text(m.get("content")).split()) + 3 for m in items if isinstance(m, dict))
+
+
+def _is_tokens(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _inputs(value: Any, param: str) -> list[Any]:
+    """Normalise an OpenAI ``prompt``/``input``: string, strings, token array, or token arrays."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value:
+        if _is_tokens(value):
+            return [value]
+        if all(isinstance(v, str) or _is_tokens(v) for v in value):
+            return value
+    raise MockError(400, f"'{param}' must be a string, strings, or token arrays.", param=param)
+
+
+def _input_tokens(items: list[Any]) -> int:
+    return sum(len(x.split()) if isinstance(x, str) else len(x) for x in items)
+
+
+def _max_tokens(body: Json, *keys: str) -> int | None:
+    for key in keys:
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise MockError(400, f"'{key}' must be a positive integer.", param=key)
+        return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    words: list[str]
+    finish: str  # "stop", or "length" when the token limit cut the reply short
+    prompt_tokens: int
+
+    @classmethod
+    def make(cls, source: list[str], prompt_tokens: int, faults: Faults, limit: int | None) -> _Reply:
+        source = source or ["mock"]
+        count = faults.chunks if limit is None else min(faults.chunks, limit)
+        words = [source[i % len(source)] for i in range(count)]
+        return cls(words, "length" if count < faults.chunks else "stop", prompt_tokens)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+    @property
+    def pieces(self) -> list[str]:
+        """Stream deltas: each word with a trailing space except the last, so they join to ``text``."""
+        last = len(self.words) - 1
+        return [w if i == last else w + " " for i, w in enumerate(self.words)]
+
+    def usage(self) -> Json:
+        p, c = self.prompt_tokens, len(self.words)
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def _die(request: web.Request, response: web.StreamResponse | None = None) -> web.StreamResponse:
+    """Simulate an upstream crash: close the socket with no terminating chunk (buffered bytes still flush)."""
+    request[_OUTCOME] = "aborted"
+    if request.transport is not None:
+        request.transport.close()
+    return response if response is not None else web.Response()  # aiohttp's write to it fails silently
+
+
+async def _plain(request: web.Request, faults: Faults, payload: Json) -> web.StreamResponse:
+    if faults.stall:
+        await web.StreamResponse(headers={"Content-Type": "application/json"}).prepare(request)
+        await _hang()
+    await _sleep(faults.ttft)
+    if faults.die_after is not None:
+        return _die(request)
+    return _json(payload, headers={"x-request-id": f"req_{_rand()}"})
+
+
+async def _stream(
+    request: web.Request, faults: Faults, preamble: bytes, deltas: list[bytes], tail: bytes
+) -> web.StreamResponse:
+    """Send an SSE stream one event at a time; ``ttft`` delays the headers and first event together."""
+    await _sleep(faults.ttft)
+    headers = {
+        "Content-Type": "text/event-stream",
+        "Cache-Control": "no-cache",
+        "x-request-id": f"req_{_rand()}",
+    }
+    response = web.StreamResponse(headers=headers)
+    try:
+        await response.prepare(request)
+        await response.write(preamble)
+        if faults.stall:
+            await _hang()
+        if faults.die_after is not None:
+            deltas = deltas[: faults.die_after]
+        for i, event in enumerate(deltas):
+            if i:
+                await _sleep(faults.chunk_delay)
+            await response.write(event)
+        if faults.die_after is not None:
+            return _die(request, response)
+        await response.write(tail)
+        await response.write_eof()
+    except ConnectionResetError:
+        request[_OUTCOME] = "cancelled"
+    return response
+
+
+async def _classic(
+    request: web.Request, body: Json, faults: Faults, reply: _Reply, *, chat: bool
+) -> web.StreamResponse:
+    """Chat and legacy completions share everything but the object names and where the text goes."""
+    model, created = body["model"], int(time.time())
+    rid = ("chatcmpl-" if chat else "cmpl-") + _rand()
+    kind = "chat.completion" if chat else "text_completion"
+    usage = None if faults.omit_usage else reply.usage()
+    if body.get("stream") is not True:
+        if chat:
+            choice: Json = {"index": 0, "message": {"role": "assistant", "content": reply.text}}
+        else:
+            choice = {"index": 0, "text": reply.text}
+        choice.update(logprobs=None, finish_reason=reply.finish)
+        payload: Json = {"id": rid, "object": kind, "created": created, "model": model, "choices": [choice]}
+        if usage is not None:
+            payload["usage"] = usage
+        return await _plain(request, faults, payload)
+
+    stream_options = body.get("stream_options")
+    with_usage = usage is not None and isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+    chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(piece: str | None, finish: str | None = None, *, first: bool = False) -> bytes:
+        if chat:
+            delta: Json = {"role": "assistant", "content": ""} if first else {} if piece is None else {"content": piece}
+            choice: Json = {"index": 0, "delta": delta}
+        else:
+            choice = {"index": 0, "text": piece or ""}
+        choice.update(logprobs=None, finish_reason=finish)
+        obj: Json = {"id": rid, "object": chunk_kind, "created": created, "model": model, "choices": [choice]}
+        if with_usage:
+            obj["usage"] = None
+        return _sse(obj)
+
+    tail = chunk(None, reply.finish)
+    if with_usage:
+        final = {
+            "id": rid,
+            "object": chunk_kind,
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
+        tail += _sse(final)
+    deltas = [chunk(piece) for piece in reply.pieces]
+    return await _stream(request, faults, chunk(None, first=True), deltas, tail + b"data: [DONE]\n\n")
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    body, faults = await _admit(request)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise MockError(400, "'messages' must be a non-empty array.", param="messages")
+    limit = _max_tokens(body, "max_completion_tokens", "max_tokens")
+    reply = _Reply.make(_last_user_words(messages), _message_tokens(messages), faults, limit)
+    return await _classic(request, body, faults, reply, chat=True)
+
+
+async def _completions(request: web.Request) -> web.StreamResponse:
+    """Legacy completions; a list of prompts still yields a single choice (echoing the first prompt)."""
+    body, faults = await _admit(request)
+    prompts = _inputs(body.get("prompt"), "prompt")
+    source = prompts[0].split() if isinstance(prompts[0], str) else []
+    reply = _Reply.make(source, _input_tokens(prompts), faults, _max_tokens(body, "max_tokens"))
+    return await _classic(request, body, faults, reply, chat=False)
+
+
+async def _responses(request: web.Request) -> web.StreamResponse:
+    """A minimal Responses API: one output message, the standard event sequence when streaming."""
+    body, faults = await _admit(request)
+    raw = body.get("input")
+    items: Any = [{"role": "user", "content": raw}] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        raise MockError(400, "'input' must be a string or a non-empty array.", param="input")
+    counted = items if not isinstance(body.get("instructions"), str) else [{"content": body["instructions"]}, *items]
+    reply = _Reply.make(
+        _last_user_words(items), _message_tokens(counted), faults, _max_tokens(body, "max_output_tokens")
+    )
+    rid, msg_id, created = f"resp_{_rand()}", f"msg_{_rand()}", int(time.time())
+
+    def part(text: str) -> Json:
+        return {"type": "output_text", "text": text, "annotations": []}
+
+    def item(done: bool) -> Json:
+        content = [part(reply.text)] if done else []
+        status = "completed" if done else "in_progress"
+        return {"type": "message", "id": msg_id, "status": status, "role": "assistant", "content": content}
+
+    def response(done: bool) -> Json:
+        incomplete = done and reply.finish == "length"
+        obj: Json = {
+            "id": rid,
+            "object": "response",
+            "created_at": created,
+            "status": ("incomplete" if incomplete else "completed") if done else "in_progress",
+            "model": body["model"],
+            "output": [item(True)] if done else [],
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+        }
+        if done and not faults.omit_usage:
+            p, c = reply.prompt_tokens, len(reply.words)
+            obj["usage"] = {"input_tokens": p, "output_tokens": c, "total_tokens": p + c}
+        return obj
+
+    if body.get("stream") is not True:
+        return await _plain(request, faults, response(True))
+    seq = itertools.count()
+
+    def event(name: str, **fields: Any) -> bytes:
+        return _sse({"type": name, "sequence_number": next(seq), **fields}, event=name)
+
+    at = {"item_id": msg_id, "output_index": 0, "content_index": 0}
+    preamble = (
+        event("response.created", response=response(False))
+        + event("response.output_item.added", output_index=0, item=item(False))
+        + event("response.content_part.added", **at, part=part(""))
+    )
+    deltas = [event("response.output_text.delta", **at, delta=piece) for piece in reply.pieces]
+    tail = (
+        event("response.output_text.done", **at, text=reply.text)
+        + event("response.content_part.done", **at, part=part(reply.text))
+        + event("response.output_item.done", output_index=0, item=item(True))
+        + event("response.completed", response=response(True))
+    )
+    return await _stream(request, faults, preamble, deltas, tail)
+
+
+def _vector(value: str | list[int], dims: int) -> list[float]:
+    """A unit vector hashed from the input, rounded to float32 so float and base64 encodings agree exactly."""
+    key = value.encode() if isinstance(value, str) else orjson.dumps(value)
+    raw = b"".join(hashlib.sha256(i.to_bytes(4, "little") + key).digest() for i in range(-(-dims // 32)))
+    values = [b / 127.5 - 1.0 for b in raw[:dims]]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return list(struct.unpack(f"<{dims}f", struct.pack(f"<{dims}f", *(v / norm for v in values))))
+
+
+async def _embeddings(request: web.Request) -> web.StreamResponse:
+    body, faults = await _admit(request)
+    inputs = _inputs(body.get("input"), "input")
+    encoding = body.get("encoding_format") or "float"  # the openai SDK asks for base64 unless told otherwise
+    if encoding not in ("float", "base64"):
+        raise MockError(400, "'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
+    dims = body.get("dimensions") or 8
+    if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= 4096:
+        raise MockError(400, "'dimensions' must be an integer between 1 and 4096.", param="dimensions")
+    data = []
+    for index, value in enumerate(inputs):
+        vector = _vector(value, dims)
+        embedding: Any = vector
+        if encoding == "base64":
+            embedding = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    payload: Json = {"object": "list", "data": data, "model": body["model"]}
+    if not faults.omit_usage:
+        tokens = _input_tokens(inputs)
+        payload["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return await _plain(request, faults, payload)
+
+
+def _model_card(model_id: str) -> Json:
+    return {"id": model_id, "object": "model", "created": _MODEL_CREATED, "owned_by": "mock"}
+
+
+async def _models(request: web.Request) -> web.StreamResponse:
+    return _json({"object": "list", "data": [_model_card(m) for m in request.app[OPTIONS_KEY].models]})
+
+
+async def _model(request: web.Request) -> web.StreamResponse:
+    model_id = request.match_info["model_id"]
+    if model_id not in request.app[OPTIONS_KEY].models:
+        message = f"The model `{model_id}` does not exist or you do not have access to it."
+        raise MockError(404, message, code="model_not_found", param="model")
+    return _json(_model_card(model_id))
+
+
+async def _health(request: web.Request) -> web.StreamResponse:
+    return _json({"status": "ok"})
+
+
+async def _stats(request: web.Request) -> web.StreamResponse:
+    return _json(request.app[STATS_KEY].snapshot())
+
+
+async def _reset(request: web.Request) -> web.StreamResponse:
+    request.app[STATS_KEY].reset()
+    return _json({"status": "ok"})
+
+
+def build_app(options: MockOptions) -> web.Application:
+    """The mock as an aiohttp app; serve it with ``handler_cancellation=True`` (see :func:`start_mock`)."""
+    app = web.Application(middlewares=[_observe], client_max_size=64 * 1024 * 1024)
+    app[OPTIONS_KEY] = options
+    app[STATS_KEY] = MockStats()
+    app.router.add_get("/health", _health)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models/{model_id:.+}", _model)
+    app.router.add_post("/v1/chat/completions", _tracked(_chat))
+    app.router.add_post("/v1/completions", _tracked(_completions))
+    app.router.add_post("/v1/responses", _tracked(_responses))
+    app.router.add_post("/v1/embeddings", _tracked(_embeddings))
+    app.router.add_get("/_mock/stats", _stats)
+    app.router.add_post("/_mock/reset", _reset)
+    return app
+
+
+async def start_mock(options: MockOptions, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve the mock in the running loop; returns the runner (``await runner.cleanup()``) and bound port.
+
+    Handler cancellation is on so a client that disconnects cancels its handler, which is how the mock
+    counts ``cancelled`` requests and how a stalled request ever ends. Access logging is off for benchmarks.
+    """
+    runner = web.AppRunner(
+        build_app(options), handler_cancellation=True, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner, int(runner.addresses[0][1])
+
+
+async def _serve(host: str, port: int, options: MockOptions) -> None:
+    runner, bound = await start_mock(options, host, port)
+    stop = asyncio.Event()
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print(f"tenantgate mock upstream listening on http://{host}:{bound}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(host: str, port: int, options: MockOptions) -> None:
+    """Serve until SIGINT/SIGTERM (blocking); the first stdout line names the bound port (for port 0)."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(host, port, options))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tenantgate.mock.upstream", description="Serve the OpenAI-compatible mock upstream."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--ttft", type=float, default=0.0, help="seconds before the first chunk")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream chunks")
+    parser.add_argument("--chunks", type=int, default=8, help="content chunks (words) per reply")
+    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer <key>'")
+    parser.add_argument("--models", default=None, help="comma-separated model ids")
+    args = parser.parse_args(argv)
+    options = MockOptions(ttft=args.ttft, chunk_delay=args.chunk_delay, chunks=args.chunks, api_key=args.api_key)
+    if args.models:
+        options.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    run(args.host, args.port, options)
+
+
+if __name__ == "__main__":
+    main()
