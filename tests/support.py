@@ -161,4 +161,8 @@ backends:
         upstream_model: mock-gpt
         input_price_per_mtok: 3.0
         output_price_per_mtok: 4.0
+      - name: pricey
+        upstream_model: mock-gpt
+        input_price_per_mtok: 1000.0
+        output_price_per_mtok: 2000.0
 """

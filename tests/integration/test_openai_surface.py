@@ -97,7 +97,7 @@ def test_models_lists_only_allowed(gateway: Gateway) -> None:
     limited = gateway.create_key(tenant["id"], models=["mock-small"])["key"]
     everything = gateway.create_key(tenant["id"])["key"]
     ids = [m.id for m in openai.OpenAI(base_url=gateway.v1, api_key=everything).models.list()]
-    assert ids == ["gpt-public", "mock-embed", "mock-gpt", "mock-small"]
+    assert ids == ["gpt-public", "mock-embed", "mock-gpt", "mock-small", "pricey"]
     limited_client = openai.OpenAI(base_url=gateway.v1, api_key=limited)
     assert [m.id for m in limited_client.models.list()] == ["mock-small"]
     assert limited_client.models.retrieve("mock-small").id == "mock-small"

@@ -27,6 +27,7 @@ from tenantgate.admin.schemas import (
     to_models,
 )
 from tenantgate.auth.keys import generate_key
+from tenantgate.config.file import Defaults
 from tenantgate.core.errors import (
     AuthenticationFailed,
     Conflict,
@@ -36,7 +37,7 @@ from tenantgate.core.errors import (
 )
 from tenantgate.core.secrets import CredentialCipher, same_secret
 from tenantgate.storage.repos import BackendRepo, DuplicateName, KeyRepo, TenantRepo
-from tenantgate.storage.rows import BackendRow, KeyRow, TenantRow
+from tenantgate.storage.rows import BackendRow, KeyRow, LimitFields, TenantRow
 from tenantgate.storage.usage import GROUPS, UsageFilter, UsageRepo
 
 
@@ -51,6 +52,8 @@ class AdminServices:
     reload: Callable[[], Awaitable[None]]
     list_backends: Callable[[], Awaitable[list[Any]]]
     flush_usage: Callable[[], Awaitable[None]]
+    defaults: Defaults
+    limits_usage: Callable[[str, LimitFields], Awaitable[dict[str, Any] | None]]
 
 
 def services(request: Request) -> AdminServices:
@@ -92,7 +95,7 @@ def _found(row: T | None, what: str, row_id: str) -> T:
 @router.post("/tenants", status_code=201, summary="Create a tenant")
 async def create_tenant(body: TenantCreate, admin: Admin) -> dict[str, Any]:
     try:
-        row = await admin.tenants.create(body.name, body.limit_fields())
+        row = await admin.tenants.create(body.name, body.limit_fields(admin.defaults.tenant_limits))
     except DuplicateName as exc:
         raise Conflict(str(exc), param="name") from None
     return tenant_out(row)
@@ -109,7 +112,9 @@ async def _tenant(admin: AdminServices, tenant_id: str) -> TenantRow:
 
 @router.get("/tenants/{tenant_id}", summary="Get a tenant")
 async def get_tenant(tenant_id: str, admin: Admin) -> dict[str, Any]:
-    return tenant_out(await _tenant(admin, tenant_id))
+    """The tenant, with its current usage against each limit (``usage``; null when it has no limit)."""
+    row = await _tenant(admin, tenant_id)
+    return {**tenant_out(row), "usage": await admin.limits_usage(f"tenant:{row.id}", row.limits)}
 
 
 @router.patch("/tenants/{tenant_id}", summary="Update a tenant's name or limits")
@@ -143,7 +148,7 @@ async def create_key(body: KeyCreate, admin: Admin) -> dict[str, Any]:
         name=body.name,
         models=body.models,
         expires_at=body.expires_at,
-        limits=body.limit_fields(),
+        limits=body.limit_fields(admin.defaults.key_limits),
     )
     return {**key_out(row), "key": new.plaintext}
 
@@ -159,7 +164,9 @@ async def _key(admin: AdminServices, key_id: str) -> KeyRow:
 
 @router.get("/keys/{key_id}", summary="Get an API key")
 async def get_key(key_id: str, admin: Admin) -> dict[str, Any]:
-    return key_out(await _key(admin, key_id))
+    """The key (never its secret), with its current usage against each limit (``usage``)."""
+    row = await _key(admin, key_id)
+    return {**key_out(row), "usage": await admin.limits_usage(f"key:{row.id}", row.limits)}
 
 
 @router.patch("/keys/{key_id}", summary="Update a key's name, models, expiry or limits")

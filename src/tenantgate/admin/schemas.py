@@ -7,9 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tenantgate.config.file import LimitDefaults
 from tenantgate.storage.rows import BackendModel, BackendRow, KeyRow, LimitFields, TenantRow
 
 BudgetPeriod = Literal["total", "daily", "weekly", "monthly"]
+LIMIT_NAMES = ("rpm", "tpm", "max_concurrency", "budget_usd", "budget_period")
 
 
 class LimitsIn(BaseModel):
@@ -20,8 +22,14 @@ class LimitsIn(BaseModel):
     budget_usd: float | None = Field(default=None, ge=0, description="Spend allowed per budget period.")
     budget_period: BudgetPeriod | None = Field(default=None, description="total, daily, weekly or monthly (UTC).")
 
-    def limit_fields(self) -> LimitFields:
-        return LimitFields(self.rpm, self.tpm, self.max_concurrency, self.budget_usd, self.budget_period)
+    def limit_fields(self, defaults: LimitDefaults | None = None) -> LimitFields:
+        """The limits asked for; on creation, fields the request leaves out take the config file's defaults."""
+        values = {name: getattr(self, name) for name in LIMIT_NAMES}
+        if defaults is not None:
+            for name in LIMIT_NAMES:
+                if name not in self.model_fields_set:
+                    values[name] = getattr(defaults, name)
+        return LimitFields(**values)
 
 
 class TenantCreate(LimitsIn):

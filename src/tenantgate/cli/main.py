@@ -22,9 +22,7 @@ app.add_typer(admin_commands.keys_app, name="keys")
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML config: backends, models, prices.")
-    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config: backends, models, prices.")] = None,
     log_format: Annotated[str | None, typer.Option(help="json (default) or console.")] = None,
 ) -> None:
     """Run the gateway."""

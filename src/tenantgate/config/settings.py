@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     usage_batch_size: int = 1000
 
     limits_fail_mode: Literal["closed", "local"] = "closed"
-    limits_redis_timeout: float = 0.05
+    limits_redis_timeout: float = 0.25
     limits_lease_seconds: float = 600.0
 
     log_format: Literal["json", "console"] = "json"

@@ -1,41 +1,169 @@
-"""Admission: limits and budgets around the upstream call (reserve before, settle after)."""
+"""Admission: limits and budgets around the upstream call (reserve before, settle after).
+
+A request is counted against every level that has a limit (its key and its tenant). The reservation holds
+the worst case (prompt counted offline + the output cap; its cost at the model's prices) so concurrent
+requests can never overspend; settling replaces it with the real usage. A principal without any limit skips
+the store entirely.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from tenantgate.auth.authenticator import Principal
 from tenantgate.config.file import GatewayConfig
 from tenantgate.config.settings import Settings
+from tenantgate.edge.alerts import BudgetAlerts
 from tenantgate.edge.request import ParsedRequest
+from tenantgate.limits import Demand, Limits, LimitStore, Scope, Ticket, build_limit_store, period_bounds
 from tenantgate.metering.tokens import TokenCounter
 from tenantgate.routing.catalog import Deployment
-from tenantgate.storage.usage import UsageRepo
+from tenantgate.storage.rows import LimitFields
+
+log = logging.getLogger("tenantgate.limits")
+
+BudgetScopes = Callable[[], Awaitable[list[tuple[str, LimitFields]]]]
+SpentSince = Callable[[str, float], Awaitable[float]]
 
 
-class Unlimited:
-    """No limits configured anywhere: admission costs nothing."""
+def to_limits(fields: LimitFields) -> Limits | None:
+    """The store's view of a row's limit columns; None when the level has no limit at all."""
+    if fields.rpm is None and fields.tpm is None and fields.max_concurrency is None and fields.budget_usd is None:
+        return None
+    period = fields.budget_period or "monthly"
+    return Limits(fields.rpm, fields.tpm, fields.max_concurrency, fields.budget_usd, period)  # type: ignore[arg-type]
+
+
+def scopes_of(principal: Principal) -> tuple[Scope, ...]:
+    scopes = []
+    key_limits = to_limits(principal.key_limits)
+    if key_limits is not None:
+        scopes.append(Scope(f"key:{principal.key_id}", key_limits))
+    tenant_limits = to_limits(principal.tenant_limits)
+    if tenant_limits is not None:
+        scopes.append(Scope(f"tenant:{principal.tenant_id}", tenant_limits))
+    return tuple(scopes)
+
+
+class LimitAdmission:
+    def __init__(
+        self,
+        store: LimitStore,
+        tokens: TokenCounter,
+        *,
+        budget_scopes: BudgetScopes,
+        spent_since: SpentSince,
+        alerts: BudgetAlerts,
+    ) -> None:
+        self.store = store
+        self._tokens = tokens
+        self._budget_scopes = budget_scopes
+        self._spent_since = spent_since
+        self._alerts = alerts
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        return None
+        warm = getattr(self.store, "warm", None)
+        if warm is not None:
+            await warm()
+        await self.seed_budgets()
+        await self._alerts.start()
 
     async def close(self) -> None:
-        return None
+        """Let pending settles finish (bounded), then release the store."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10)
+        for task in list(self._tasks):
+            task.cancel()
+        await self._alerts.close()
+        await self.store.close()
+
+    async def seed_budgets(self) -> None:
+        """Rebuild each budget's spend in its current period from the usage ledger (the store keeps a value
+        it already has, so this is safe on every start, on every replica and after every admin change)."""
+        now = time.time()
+        for scope_name, fields in await self._budget_scopes():
+            limits = to_limits(fields)
+            if limits is None or limits.budget_usd is None:
+                continue
+            start, _ = period_bounds(limits.budget_period, now)
+            spent = await self._spent_since(scope_name, start)
+            await self.store.seed_spend(scope_name, start, spent)
+
+    def on_config_change(self) -> None:
+        self._spawn(self._reseed())
+
+    async def _reseed(self) -> None:
+        try:
+            await self.seed_budgets()
+        except Exception:
+            log.exception("re-seeding budgets after a config change failed")
 
     async def reserve(
         self, principal: Principal, deployment: Deployment, request: ParsedRequest, max_output_tokens: int
-    ) -> Any:
-        return None
+    ) -> Ticket | None:
+        scopes = scopes_of(principal)
+        if not scopes:
+            return None
+        needs_tokens = any(s.limits.tpm is not None or s.limits.budget_usd is not None for s in scopes)
+        prompt = self._tokens.count_prompt(request.endpoint, request.body) if needs_tokens else 0
+        output = max_output_tokens if request.endpoint != "embeddings" else 0
+        demand = Demand(prompt + output, deployment.cost_usd(prompt, output))
+        return await self.store.reserve(scopes, demand)
 
-    async def settle(self, ticket: Any, total_tokens: int, cost_usd: float) -> None:
-        return None
+    async def settle(self, ticket: Ticket | None, total_tokens: int, cost_usd: float) -> None:
+        """Settle off the response path: the client never waits for the limits store after its answer.
 
-    def headers(self, ticket: Any) -> dict[str, str]:
-        return {}
+        The store retries while Redis is away; shutdown waits for settles still running (see :meth:`close`).
+        """
+        if ticket is None:
+            return
+        self._spawn(self._settle(ticket, total_tokens, cost_usd))
+
+    async def _settle(self, ticket: Ticket, total_tokens: int, cost_usd: float) -> None:
+        await self.store.settle(ticket, total_tokens, cost_usd)
+        self._alerts.after_settle(ticket.scopes)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def headers(self, ticket: Ticket | None) -> dict[str, str]:
+        return ticket.headers if ticket is not None else {}
 
     def status(self) -> dict[str, Any]:
-        return {}
+        return {"limits": self.store.status()}
+
+    async def check(self) -> dict[str, Any]:
+        """Like :meth:`status`, but probes Redis (through its breaker) so an idle gateway notices recovery."""
+        return {"limits": await self.store.check()}
+
+    async def usage_view(self, scope_name: str, fields: LimitFields) -> dict[str, Any] | None:
+        """Usage of one scope against its limits, for the admin API."""
+        limits = to_limits(fields)
+        if limits is None:
+            return None
+        return (await self.store.snapshot(Scope(scope_name, limits))).as_dict()
 
 
-def build_admission(settings: Settings, config: GatewayConfig, tokens: TokenCounter, usage: UsageRepo) -> Unlimited:
-    return Unlimited()
+def build_admission(
+    settings: Settings,
+    config: GatewayConfig,
+    tokens: TokenCounter,
+    *,
+    budget_scopes: BudgetScopes,
+    spent_since: SpentSince,
+) -> LimitAdmission:
+    store = build_limit_store(
+        settings.redis_url,
+        fail_mode=settings.limits_fail_mode,
+        timeout_s=settings.limits_redis_timeout,
+        lease_seconds=settings.limits_lease_seconds,
+    )
+    alerts = BudgetAlerts(store, config.defaults.budget_alert_threshold, config.defaults.budget_alert_webhook)
+    return LimitAdmission(store, tokens, budget_scopes=budget_scopes, spent_since=spent_since, alerts=alerts)

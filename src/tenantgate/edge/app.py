@@ -37,7 +37,7 @@ from tenantgate.edge.sync import ConfigSync
 from tenantgate.metering.tokens import TokenCounter
 from tenantgate.metering.writer import UsageWriter
 from tenantgate.storage.database import create_engine, migrate
-from tenantgate.storage.repos import BackendRepo, KeyRepo, StateRepo, TenantRepo
+from tenantgate.storage.repos import BackendRepo, KeyRepo, StateRepo, TenantRepo, budget_scopes
 from tenantgate.storage.usage import UsageRepo
 
 log = logging.getLogger("tenantgate")
@@ -124,9 +124,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batch_size=settings.usage_batch_size,
         ),
         tokens=tokens,
-        admission=build_admission(settings, config, tokens, usage_repo),
+        admission=build_admission(
+            settings,
+            config,
+            tokens,
+            budget_scopes=lambda: budget_scopes(engine),
+            spent_since=usage_repo.scope_spent_since,
+        ),
     )
     sync = ConfigSync(gateway, state, backends, cipher)
+    sync.listeners.append(gateway.admission.on_config_change)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -166,6 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reload=sync.reload,
         list_backends=sync.all_backends,
         flush_usage=gateway.usage.flush,
+        defaults=config.defaults,
+        limits_usage=gateway.admission.usage_view,
     )
     _install_error_handlers(app)
     for endpoint in PROXY_ENDPOINTS:
@@ -188,7 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "version": __version__,
             "database": database,
             "models": len(gateway.catalog.current.models()),
-            **gateway.admission.status(),
+            **await gateway.admission.check(),
         }
         return json_response(orjson.dumps(body), new_request_id(), status=200 if database == "ok" else 503)
 

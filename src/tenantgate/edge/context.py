@@ -13,6 +13,7 @@ from tenantgate.edge.request import ParsedRequest
 from tenantgate.metering.tokens import TokenCounter
 from tenantgate.metering.writer import UsageWriter
 from tenantgate.routing.catalog import Catalog, Deployment
+from tenantgate.storage.rows import LimitFields
 
 
 class Admission(Protocol):
@@ -28,9 +29,15 @@ class Admission(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    async def check(self) -> dict[str, Any]: ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def on_config_change(self) -> None: ...
+
+    async def usage_view(self, scope_name: str, fields: LimitFields) -> dict[str, Any] | None: ...
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ class UsageWriter:
         self.dropped = 0
         self.written = 0
         self.on_drop: Callable[[], None] | None = None
+        self._lock = asyncio.Lock()
 
     @property
     def depth(self) -> int:
@@ -49,9 +50,14 @@ class UsageWriter:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._flush_interval)
-            await self.flush()
+            # Shielded: cancelling the loop at shutdown must not abort a batch already taken off the queue.
+            await asyncio.shield(self.flush())
 
     async def flush(self) -> None:
+        async with self._lock:  # one writer at a time, so batches land in order
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
         while not self._queue.empty():
             batch = [self._queue.get_nowait() for _ in range(min(self._batch_size, self._queue.qsize()))]
             try:
@@ -64,6 +70,7 @@ class UsageWriter:
                 return
 
     async def close(self) -> None:
+        """Stop the loop, then write everything still queued (waiting for a batch already being written)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -75,6 +75,16 @@ def _backend(row: Any) -> BackendRow:
     )
 
 
+async def budget_scopes(engine: AsyncEngine) -> list[tuple[str, LimitFields]]:
+    """Every tenant and key that has a budget, as ``("tenant:<id>" | "key:<id>", limits)``."""
+    found: list[tuple[str, LimitFields]] = []
+    async with engine.connect() as conn:
+        for prefix, table in (("tenant", schema.tenants), ("key", schema.api_keys)):
+            rows = await conn.execute(table.select().where(table.c.budget_usd.is_not(None)))
+            found.extend((f"{prefix}:{row.id}", LimitFields.from_row(row)) for row in rows)
+    return found
+
+
 class StateRepo:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

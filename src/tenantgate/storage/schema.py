@@ -92,3 +92,37 @@ gateway_state = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.BigInteger, nullable=False),
 )
+
+# Idempotency-Key records (see ``tenantgate.idempotency``): one row per scope, keyed by the SHA-256 of
+# (tenant, key, endpoint, idempotency key). A running row is a lease; a done row holds the result until
+# ``expires_at``. A stream's result is its SSE events, one row each, in relay order.
+idempotency_records = sa.Table(
+    "idempotency_records",
+    metadata,
+    sa.Column("scope_key", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("is_stream", sa.Boolean, nullable=False),
+    sa.Column("status", sa.Integer, nullable=True),
+    sa.Column("headers", sa.JSON, nullable=True),
+    sa.Column("body", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_idempotency_records_expires_at", "expires_at"),
+)
+
+idempotency_events = sa.Table(
+    "idempotency_events",
+    metadata,
+    sa.Column(
+        "scope_key",
+        sa.String(64),
+        sa.ForeignKey("idempotency_records.scope_key", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)

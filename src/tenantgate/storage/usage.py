@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -116,6 +116,12 @@ class UsageRepo:
         )
         async with self._engine.connect() as conn:
             return float(await conn.scalar(query) or 0.0)
+
+    async def scope_spent_since(self, scope_name: str, since: float) -> float:
+        """Spend of a limits scope (``tenant:<id>`` or ``key:<id>``) since a Unix time."""
+        kind, _, row_id = scope_name.partition(":")
+        column = {"tenant": "tenant_id", "key": "key_id"}[kind]
+        return await self.spent_since(column, row_id, datetime.fromtimestamp(since, UTC))
 
     async def count(self) -> int:
         async with self._engine.connect() as conn:

@@ -1,0 +1,46 @@
+"""Idempotent and resumable requests (``Idempotency-Key``, Stripe / IETF draft semantics): the storage side.
+
+The request path computes an :class:`IdemScope` and a :func:`fingerprint`, calls
+:meth:`IdempotencyStore.begin`, and then runs the request (recording its result with ``append_event`` /
+``finish``, or ``abandon`` if it fails before reaching the upstream), replays a stored result, follows the
+running stream with ``wait_events``, or refuses. Three stores keep one contract: memory (tests, one process),
+the database (the one-process default, durable) and Redis (several replicas).
+"""
+
+from tenantgate.idempotency.database import DatabaseIdempotencyStore
+from tenantgate.idempotency.memory import MemoryIdempotencyStore
+from tenantgate.idempotency.model import (
+    DEFAULT_TTL_S,
+    ORPHAN_TTL_S,
+    Claim,
+    ClaimKind,
+    Clock,
+    IdempotencyError,
+    IdempotencyStore,
+    IdemScope,
+    LeaseLost,
+    StoredResponse,
+    StreamLost,
+    fingerprint,
+    new_owner,
+)
+from tenantgate.idempotency.redis_store import RedisIdempotencyStore
+
+__all__ = [
+    "DEFAULT_TTL_S",
+    "ORPHAN_TTL_S",
+    "Claim",
+    "ClaimKind",
+    "Clock",
+    "DatabaseIdempotencyStore",
+    "IdemScope",
+    "IdempotencyError",
+    "IdempotencyStore",
+    "LeaseLost",
+    "MemoryIdempotencyStore",
+    "RedisIdempotencyStore",
+    "StoredResponse",
+    "StreamLost",
+    "fingerprint",
+    "new_owner",
+]
