@@ -27,6 +27,7 @@ from tenantgate.admin.schemas import (
     to_models,
 )
 from tenantgate.auth.keys import generate_key
+from tenantgate.backends.netpolicy import BackendURLRefused, NetworkPolicy, check_backend_url
 from tenantgate.config.file import Defaults
 from tenantgate.core.errors import (
     AuthenticationFailed,
@@ -54,6 +55,8 @@ class AdminServices:
     flush_usage: Callable[[], Awaitable[None]]
     defaults: Defaults
     limits_usage: Callable[[str, LimitFields], Awaitable[dict[str, Any] | None]]
+    backend_health: Callable[[str], Any]
+    network_policy: NetworkPolicy
 
 
 def services(request: Request) -> AdminServices:
@@ -185,22 +188,36 @@ async def revoke_key(key_id: str, admin: Admin) -> dict[str, Any]:
     return key_out(_found(row, "key", key_id))
 
 
+async def _check_url(admin: AdminServices, url: str) -> None:
+    """The SSRF policy: scheme, host and every resolved address must be allowed (checked again at connect)."""
+    try:
+        await check_backend_url(admin.network_policy, url)
+    except BackendURLRefused as exc:
+        raise InvalidRequest(str(exc), param="base_url", code="backend_url_refused") from None
+
+
 @router.post("/backends", status_code=201, summary="Register a model server")
 async def create_backend(body: BackendCreate, admin: Admin) -> dict[str, Any]:
+    await _check_url(admin, body.base_url)
     encrypted = admin.cipher.encrypt(body.api_key) if body.api_key else None
     try:
         row = await admin.backends.create(
-            name=body.name, base_url=body.base_url, api_key_encrypted=encrypted, models=to_models(body.models)
+            name=body.name,
+            base_url=body.base_url,
+            api_key_encrypted=encrypted,
+            models=to_models(body.models),
+            options=body.options(),
         )
     except DuplicateName as exc:
         raise Conflict(str(exc), param="name") from None
     await admin.reload()
-    return backend_out(row)
+    return backend_out(row, admin.backend_health(row.id))
 
 
 @router.get("/backends", summary="List backends (config-file ones are read-only)")
 async def list_backends(admin: Admin) -> dict[str, Any]:
-    return {"object": "list", "data": [backend_out(row) for row in await admin.list_backends()]}
+    rows = await admin.list_backends()
+    return {"object": "list", "data": [backend_out(row, admin.backend_health(row.id)) for row in rows]}
 
 
 async def _backend(admin: AdminServices, backend_id: str) -> BackendRow:
@@ -210,21 +227,29 @@ async def _backend(admin: AdminServices, backend_id: str) -> BackendRow:
 
 @router.get("/backends/{backend_id}", summary="Get a backend")
 async def get_backend(backend_id: str, admin: Admin) -> dict[str, Any]:
-    return backend_out(await _backend(admin, backend_id))
+    row = await _backend(admin, backend_id)
+    return backend_out(row, admin.backend_health(row.id))
 
 
 @router.patch("/backends/{backend_id}", summary="Update a backend")
 async def update_backend(backend_id: str, body: BackendUpdate, admin: Admin) -> dict[str, Any]:
     await _backend(admin, backend_id)
+    if body.base_url is not None:
+        await _check_url(admin, body.base_url)
     changes = _changes(body)
     if "models" in changes:
         changes["models"] = to_models(body.models or [])
+    routing = {name: changes.pop(name) for name in ("weight", "priority", "timeouts") if name in changes}
+    if routing:
+        current = await _backend(admin, backend_id)
+        changes["options"] = {**current.options, **routing}
     if "api_key" in changes:
         secret = changes.pop("api_key")
         changes["api_key_encrypted"] = admin.cipher.encrypt(secret) if secret else None
     row = await admin.backends.update(backend_id, changes)
     await admin.reload()
-    return backend_out(_found(row, "backend", backend_id))
+    found = _found(row, "backend", backend_id)
+    return backend_out(found, admin.backend_health(found.id))
 
 
 @router.delete("/backends/{backend_id}", summary="Remove a backend")

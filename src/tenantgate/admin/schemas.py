@@ -77,7 +77,25 @@ def to_models(entries: list[str | ModelSpec]) -> list[BackendModel]:
     return [ModelSpec(name=entry).to_model() if isinstance(entry, str) else entry.to_model() for entry in entries]
 
 
-class BackendCreate(BaseModel):
+class BackendTimeouts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    connect: float | None = Field(default=None, gt=0)
+    first_byte: float | None = Field(default=None, gt=0)
+    idle: float | None = Field(default=None, gt=0)
+
+
+class BackendRouting(BaseModel):
+    """Routing options of a backend's deployments."""
+
+    weight: int = Field(default=1, ge=0, description="Share under the weighted policy; 0 = standby.")
+    priority: int = Field(default=0, description="Lower = preferred group under the priority policy.")
+    timeouts: BackendTimeouts = Field(default_factory=BackendTimeouts)
+
+    def options(self) -> dict[str, Any]:
+        return {"weight": self.weight, "priority": self.priority, "timeouts": self.timeouts.model_dump()}
+
+
+class BackendCreate(BackendRouting):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     base_url: str = Field(description="The backend's OpenAI-compatible base URL, e.g. http://host:8000/v1")
@@ -97,7 +115,10 @@ class BackendUpdate(BaseModel):
     base_url: str | None = None
     api_key: str | None = None
     models: list[str | ModelSpec] | None = None
-    enabled: bool | None = None
+    enabled: bool | None = Field(default=None, description="false = disable and drain (in-flight requests finish).")
+    weight: int | None = Field(default=None, ge=0)
+    priority: int | None = None
+    timeouts: BackendTimeouts | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -126,8 +147,10 @@ def key_out(row: KeyRow) -> dict[str, Any]:
     }
 
 
-def backend_out(row: BackendRow) -> dict[str, Any]:
-    return {
+def backend_out(row: BackendRow, health: Any = None) -> dict[str, Any]:
+    """A backend as the API shows it (never its credential), with live health when known."""
+    options = row.options or {}
+    out = {
         "id": row.id,
         "name": row.name,
         "base_url": row.base_url,
@@ -136,4 +159,19 @@ def backend_out(row: BackendRow) -> dict[str, Any]:
         "has_api_key": bool(row.api_key_encrypted),
         "source": row.source,
         "created_at": row.created_at.isoformat(),
+        "weight": options.get("weight", 1),
+        "priority": options.get("priority", 0),
+        "timeouts": options.get("timeouts") or {"connect": None, "first_byte": None, "idle": None},
     }
+    if health is not None:
+        state = "disabled" if not row.enabled else health.state
+        out.update(
+            {
+                "healthy": row.enabled and health.healthy,
+                "state": state,
+                "last_error": health.last_error,
+                "latency_ms": health.latency_ewma_ms,
+                "in_flight": health.in_flight,
+            }
+        )
+    return out

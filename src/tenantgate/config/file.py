@@ -33,12 +33,24 @@ class ModelEntry(BaseModel):
     output_price_per_mtok: float = Field(default=0.0, ge=0)
 
 
+class Timeouts(BaseModel):
+    """Per-backend timeouts in seconds; unset ones use the gateway-wide settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    connect: float | None = Field(default=None, gt=0)
+    first_byte: float | None = Field(default=None, gt=0)
+    idle: float | None = Field(default=None, gt=0)
+
+
 class BackendEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
     base_url: str
     api_key: str | None = None
     models: list[str | ModelEntry] = Field(min_length=1)
+    weight: int = Field(default=1, ge=0, description="Share under the weighted policy; 0 = standby.")
+    priority: int = Field(default=0, description="Lower = preferred group under the priority policy.")
+    timeouts: Timeouts = Field(default_factory=Timeouts)
 
     @field_validator("base_url")
     @classmethod
@@ -69,9 +81,39 @@ class Defaults(BaseModel):
     budget_alert_webhook: str | None = None
 
 
+class ModelRouting(BaseModel):
+    """How one public model is routed: policy over its backends, fallback models, overall deadline."""
+
+    model_config = ConfigDict(extra="forbid")
+    policy: Literal["round_robin", "weighted", "least_outstanding", "priority"] = "round_robin"
+    fallbacks: list[str] = Field(default_factory=list)
+    max_ejection_share: float = Field(default=0.5, ge=0, le=1)
+    timeout: float | None = Field(default=None, gt=0, description="Overall deadline shared by all attempts.")
+
+
+class RoutingDefaults(BaseModel):
+    """Health checking, outlier ejection and retry behaviour for every backend."""
+
+    model_config = ConfigDict(extra="forbid")
+    health_check_interval: float = Field(default=10.0, gt=0)
+    health_check_timeout: float = Field(default=5.0, gt=0)
+    unhealthy_threshold: int = Field(default=3, ge=1)
+    healthy_threshold: int = Field(default=2, ge=1)
+    consecutive_failures_to_eject: int = Field(default=5, ge=1)
+    base_ejection_seconds: float = Field(default=10.0, gt=0)
+    max_ejection_seconds: float = Field(default=300.0, gt=0)
+    max_attempts: int = Field(default=4, ge=1, description="Upstream attempts per request, fallbacks included.")
+    retry_budget_ratio: float = Field(default=0.2, ge=0, le=1, description="Retries allowed per request.")
+    retry_budget_min_per_second: float = Field(default=5.0, ge=0)
+    backoff_base_seconds: float = Field(default=0.025, ge=0)
+    backoff_max_seconds: float = Field(default=0.5, ge=0)
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     backends: list[BackendEntry] = Field(default_factory=list)
+    models: dict[str, ModelRouting] = Field(default_factory=dict)
+    routing: RoutingDefaults = Field(default_factory=RoutingDefaults)
     defaults: Defaults = Field(default_factory=Defaults)
 
 
@@ -107,6 +149,13 @@ def parse_config(data: Any) -> GatewayConfig:
         for model_index, name in enumerate(names):
             if names.index(name) != model_index:
                 errors.append(f"backends.{index}.models.{model_index}: model {name!r} listed twice")
+    declared = {entry.name for backend in config.backends for entry in backend.model_entries()}
+    for model, routing in config.models.items():
+        for index, fallback in enumerate(routing.fallbacks):
+            if fallback == model:
+                errors.append(f"models.{model}.fallbacks.{index}: a model cannot fall back to itself")
+            elif fallback not in declared:
+                errors.append(f"models.{model}.fallbacks.{index}: unknown model {fallback!r}")
     if errors:
         raise ConfigError(errors)
     return config

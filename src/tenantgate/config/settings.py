@@ -31,9 +31,23 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 8 * 1024 * 1024
     upstream_connect_timeout: float = 10.0
-    upstream_read_timeout: float = 300.0
+    upstream_read_timeout: float = 300.0  # idle: longest silence between bytes of an answer
+    upstream_first_byte_timeout: float = 300.0  # per attempt, until the first byte (whole body if not streamed)
+    request_timeout: float = 600.0  # overall deadline all attempts draw from (per-model: models.<m>.timeout)
     upstream_max_connections: int = 1000
     default_max_output_tokens: int = 4096
+
+    # Network policy for backends registered through the admin API (SSRF protection).
+    backend_allow_loopback: bool = True
+    backend_allow_private: bool = False
+    backend_allowed_networks: list[str] = Field(default_factory=list)
+    backend_denied_networks: list[str] = Field(default_factory=list)
+
+    idempotency_ttl_seconds: float = 86_400.0  # how long a finished result is replayed
+    idempotency_lease_seconds: float = 60.0  # an in-progress record whose owner stops renewing frees after this
+
+    drain_grace_seconds: float = 30.0
+    drain_delay_seconds: float = 0.0
 
     auth_cache_ttl: float = 60.0
     auth_negative_ttl: float = 1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -9,6 +11,8 @@ from tenantgate.auth.authenticator import Authenticator, Principal
 from tenantgate.backends.upstream import UpstreamClient
 from tenantgate.config.file import GatewayConfig
 from tenantgate.config.settings import Settings
+from tenantgate.edge.forward import Forwarder
+from tenantgate.edge.idempotent import Idempotency
 from tenantgate.edge.request import ParsedRequest
 from tenantgate.metering.tokens import TokenCounter
 from tenantgate.metering.writer import UsageWriter
@@ -57,5 +61,13 @@ class Gateway:
     usage: UsageWriter
     tokens: TokenCounter
     admission: Admission
+    forwarder: Forwarder
+    idempotency: Idempotency | None = None
     draining: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run work that must outlive its request (a resumable stream); shutdown waits for it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

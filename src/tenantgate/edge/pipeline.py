@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -17,11 +18,13 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from tenantgate.auth.authenticator import Principal
-from tenantgate.core.errors import GatewayError, ModelNotFound, NotFound, UpstreamError
+from tenantgate.core.errors import GatewayError, ModelNotFound, NotFound, ServiceUnavailable, UpstreamError
 from tenantgate.edge.context import Gateway
+from tenantgate.edge.forward import Attempt
+from tenantgate.edge.idempotent import Claimed
 from tenantgate.edge.metering import RequestMeter
 from tenantgate.edge.relay import StreamRelay
-from tenantgate.edge.request import parse_request, read_body
+from tenantgate.edge.request import ParsedRequest, parse_request, read_body
 from tenantgate.edge.responses import RelayResponse, error_response, json_response
 from tenantgate.metering.usage import completion_text, estimate_usage, usage_from_object
 
@@ -60,39 +63,62 @@ class ProxyEndpoint:
 
     async def _handle(self, request: Request, request_id: str) -> Response | RelayResponse:
         gw = self.gateway
+        if gw.draining:
+            raise ServiceUnavailable("The gateway is shutting down; retry on another replica.", code="draining")
         principal = await gw.auth.authenticate(presented_key(request))
         parsed = parse_request(self.endpoint, await read_body(request, gw.settings.max_body_bytes))
-        catalog = gw.catalog.current
-        if not catalog.has(parsed.model):
+        if not gw.catalog.current.has(parsed.model):
             raise ModelNotFound(f"The model '{parsed.model}' does not exist.", param="model")
         principal.check_model(parsed.model)
-        deployment = catalog.pick(parsed.model)
-        max_output = parsed.max_output_tokens or gw.config.defaults.max_output_tokens
-        ticket = await gw.admission.reserve(principal, deployment, parsed, max_output)
-        meter = RequestMeter(gw, principal, parsed, deployment, request_id, ticket)
+        idempotency_key = request.headers.get("idempotency-key")
+        if idempotency_key is None or gw.idempotency is None:
+            return await self._run(principal, parsed, request_id, None)
+        claimed = await gw.idempotency.claim(request, idempotency_key, principal, parsed, request_id)
+        if not isinstance(claimed, Claimed):
+            return claimed
         try:
-            upstream = await gw.upstream.post(
-                deployment, self.endpoint, parsed.upstream_payload(deployment.upstream_model)
-            )
+            response = await self._run(principal, parsed, request_id, claimed)
+        except BaseException:
+            await claimed.abandon()  # failed before an answer: not stored, a retry runs afresh
+            raise
+        if isinstance(response, Response):
+            await claimed.store_response(response.status_code, dict(response.headers), bytes(response.body))
+        return response
+
+    async def _run(
+        self, principal: Principal, parsed: ParsedRequest, request_id: str, claimed: Claimed | None
+    ) -> Response | RelayResponse:
+        gw = self.gateway
+        candidates = gw.forwarder.plan(gw.catalog.current, parsed.model, principal)
+        dearest = max(candidates, key=lambda d: (d.output_price_per_mtok, d.input_price_per_mtok))
+        max_output = parsed.max_output_tokens or gw.config.defaults.max_output_tokens
+        ticket = await gw.admission.reserve(principal, dearest, parsed, max_output)
+        meter = RequestMeter(gw, principal, parsed, candidates[0], request_id, ticket)
+        routing = gw.config.models.get(parsed.model)
+        deadline = gw.forwarder.deadline(routing.timeout if routing else None)
+        try:
+            attempt = await gw.forwarder.open(candidates, parsed, deadline)
         except GatewayError as error:
             await meter.finish(error.status, None)
             raise
         except BaseException:
             await meter.finish(499, None)
             raise
-        if parsed.stream:
-            return self._stream(upstream, meter)
-        return await self._whole(upstream, meter)
+        meter.deployment = attempt.deployment
+        if not parsed.stream:
+            return await self._whole(attempt, meter)
+        relay, on_close = self._relay(attempt, meter)
+        headers = {"x-request-id": meter.request_id, **meter.response_headers()}
+        if claimed is None:
+            return RelayResponse(relay.events(), on_close, headers)
+        # Resumable: the generation runs on its own; this client (and any retry) follows the store.
+        gw.spawn(claimed.generate(relay.events(), lambda: on_close(False)))
+        follower = gw.idempotency.follow(claimed.scope, 0, claimed.owner)  # type: ignore[union-attr]
+        return RelayResponse(follower, _no_cleanup, headers)
 
-    async def _whole(self, upstream: Any, meter: RequestMeter) -> Response:
-        try:
-            body = await upstream.read()
-        except BaseException as exc:
-            upstream.close()
-            await meter.finish(502, None)
-            if isinstance(exc, Exception):
-                raise UpstreamError("The backend connection broke while sending the response.") from exc
-            raise
+    async def _whole(self, attempt: Attempt, meter: RequestMeter) -> Response:
+        attempt.done(self.gateway.forwarder.health)
+        body = attempt.body or b""
         meter.first_byte()
         try:
             parsed_body = orjson.loads(body)
@@ -105,18 +131,31 @@ class ProxyEndpoint:
         await meter.finish(200, usage)
         return json_response(body, meter.request_id, extra=meter.response_headers())
 
-    def _stream(self, upstream: Any, meter: RequestMeter) -> RelayResponse:
-        relay = StreamRelay(upstream, endpoint=self.endpoint, client_wants_usage=meter.parsed.client_wants_usage)
+    def _relay(self, attempt: Attempt, meter: RequestMeter) -> tuple[StreamRelay, Callable[[bool], Awaitable[None]]]:
+        relay = StreamRelay(
+            attempt.response,
+            endpoint=self.endpoint,
+            client_wants_usage=meter.parsed.client_wants_usage,
+            first_chunk=attempt.first_chunk,
+        )
+        health = self.gateway.forwarder.health
 
         async def on_close(disconnected: bool) -> None:
             relay.close()
+            attempt.done(health)
             outcome = relay.outcome
+            if outcome.error is not None and not disconnected:
+                health.record_failure(attempt.deployment.backend_id, "5xx", outcome.error.message)
             if outcome.first_byte_at is not None:
                 meter.first_byte(outcome.first_byte_at)
             status = 499 if disconnected else (outcome.error.status if outcome.error else 200)
             await meter.finish_stream(status, outcome.usage, outcome.events)
 
-        return RelayResponse(relay.events(), on_close, {"x-request-id": meter.request_id, **meter.response_headers()})
+        return relay, on_close
+
+
+async def _no_cleanup(_disconnected: bool) -> None:
+    return None
 
 
 def principal_models(gateway: Gateway, principal: Principal) -> list[str]:

@@ -36,30 +36,43 @@ def error_event(error: UpstreamError) -> bytes:
 
 
 class StreamRelay:
-    def __init__(self, upstream: aiohttp.ClientResponse, *, endpoint: str, client_wants_usage: bool) -> None:
+    def __init__(
+        self, upstream: aiohttp.ClientResponse, *, endpoint: str, client_wants_usage: bool, first_chunk: bytes = b""
+    ) -> None:
         self._upstream = upstream
+        self._first_chunk = first_chunk
+        self._buffer = b""
         self._responses_api = endpoint == "responses"
         self._strip_usage_chunk = not client_wants_usage and not self._responses_api
         self.outcome = StreamOutcome()
 
+    def _feed(self, chunk: bytes) -> bytes:
+        """Take bytes from the upstream; return the complete events to pass on (possibly none)."""
+        buffer = self._buffer + chunk
+        if b"\n\n" not in buffer:
+            if b"\r\n\r\n" not in buffer:
+                self._buffer = buffer
+                return b""
+            buffer = buffer.replace(b"\r\n", b"\n")
+        *complete, self._buffer = buffer.split(b"\n\n")
+        out = [event for event in complete if self._keep(event)]
+        if not out:
+            return b""
+        if self.outcome.first_byte_at is None:
+            self.outcome.first_byte_at = time.perf_counter()
+        return b"\n\n".join(out) + b"\n\n"
+
     async def events(self) -> AsyncIterator[bytes]:
-        buffer = b""
         outcome = self.outcome
         try:
-            async for chunk in self._upstream.content.iter_any():
-                buffer += chunk
-                if b"\n\n" not in buffer:
-                    if b"\r\n\r\n" not in buffer:
-                        continue
-                    buffer = buffer.replace(b"\r\n", b"\n")
-                *complete, buffer = buffer.split(b"\n\n")
-                out = [event for event in complete if self._keep(event)]
-                if out:
-                    if outcome.first_byte_at is None:
-                        outcome.first_byte_at = time.perf_counter()
-                    yield b"\n\n".join(out) + b"\n\n"
-                if outcome.completed:
-                    return
+            if self._first_chunk and (out := self._feed(self._first_chunk)):
+                yield out
+            while not outcome.completed:
+                chunk = await self._upstream.content.readany()
+                if not chunk:
+                    break
+                if out := self._feed(chunk):
+                    yield out
         except TimeoutError:
             outcome.error = UpstreamTimeout("The backend stopped sending (stream idle timeout).")
         except aiohttp.ClientError:
@@ -82,7 +95,7 @@ class StreamRelay:
         if self._responses_api and any(marker in event for marker in _RESPONSES_TERMINAL):
             self.outcome.completed = True
         self.outcome.events.append(event)
-        if b'"usage"' not in event or b'"usage":null' in event.replace(b" ", b""):
+        if b'"usage"' not in event or b'"usage":null' in event or b'"usage": null' in event:
             return True
         data = _data_of(event)
         try:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from tenantgate.config.file import GatewayConfig
 from tenantgate.core.secrets import CredentialCipher, Redacted
 from tenantgate.edge.context import Gateway
-from tenantgate.routing.catalog import Catalog, Deployment
+from tenantgate.routing import Catalog, Deployment, ModelPolicy
 from tenantgate.storage.repos import BackendRepo, StateRepo
 from tenantgate.storage.rows import BackendModel, BackendRow, utcnow
 
@@ -31,6 +31,7 @@ def config_backends(config: GatewayConfig) -> list[BackendRow]:
             BackendModel(m.name, m.upstream_model or m.name, m.input_price_per_mtok, m.output_price_per_mtok)
             for m in entry.model_entries()
         )
+        options = {"weight": entry.weight, "priority": entry.priority, "timeouts": entry.timeouts.model_dump()}
         rows.append(
             BackendRow(
                 f"cfg_{entry.name}",
@@ -41,31 +42,48 @@ def config_backends(config: GatewayConfig) -> list[BackendRow]:
                 True,
                 utcnow(),
                 source="config",
+                options=options,
             )
         )
     return rows
 
 
-def build_catalog(rows: list[BackendRow], decrypt: Callable[[BackendRow], Redacted | None]) -> Catalog:
-    deployments = []
-    for row in rows:
-        if not row.enabled:
-            continue
-        api_key = decrypt(row)
-        for model in row.models:
-            deployments.append(
-                Deployment(
-                    row.id,
-                    row.name,
-                    row.base_url,
-                    api_key,
-                    model.name,
-                    model.upstream_model,
-                    model.input_price_per_mtok,
-                    model.output_price_per_mtok,
-                )
-            )
-    return Catalog(deployments)
+def _deployments(row: BackendRow, api_key: Redacted | None) -> list[Deployment]:
+    options = row.options
+    timeouts = options.get("timeouts") or {}
+    return [
+        Deployment(
+            row.id,
+            row.name,
+            row.base_url,
+            api_key,
+            model.name,
+            model.upstream_model,
+            model.input_price_per_mtok,
+            model.output_price_per_mtok,
+            weight=int(options.get("weight", 1)),
+            priority=int(options.get("priority", 0)),
+            connect_timeout=timeouts.get("connect"),
+            first_byte_timeout=timeouts.get("first_byte"),
+            idle_timeout=timeouts.get("idle"),
+        )
+        for model in row.models
+    ]
+
+
+def build_catalog(
+    rows: list[BackendRow], decrypt: Callable[[BackendRow], Redacted | None], config: GatewayConfig
+) -> Catalog:
+    """The routing snapshot: enabled backends' deployments plus each model's policy from the config file.
+
+    A disabled backend is left out, so it gets no new requests while the ones in flight finish (drain).
+    """
+    deployments = [d for row in rows if row.enabled for d in _deployments(row, decrypt(row))]
+    policies = {
+        name: ModelPolicy(routing.policy, tuple(routing.fallbacks), routing.max_ejection_share)
+        for name, routing in config.models.items()
+    }
+    return Catalog(deployments, policies)
 
 
 class ConfigSync:
@@ -78,6 +96,7 @@ class ConfigSync:
         self._task: asyncio.Task[None] | None = None
         self._static = config_backends(gateway.config)
         self.listeners: list[Callable[[], None]] = []
+        self.stored_backends: list[BackendRow] = []
 
     def _decrypt(self, row: BackendRow) -> Redacted | None:
         if row.source == "config":
@@ -89,7 +108,9 @@ class ConfigSync:
 
     async def reload(self) -> None:
         version = await self._state.config_version()
-        self._gateway.catalog.current = build_catalog(await self.all_backends(), self._decrypt)
+        self.stored_backends = await self._backends.list()
+        rows = [*self._static, *self.stored_backends]
+        self._gateway.catalog.current = build_catalog(rows, self._decrypt, self._gateway.config)
         self._gateway.auth.invalidate()
         for listener in self.listeners:
             listener()

@@ -72,6 +72,7 @@ def _backend(row: Any) -> BackendRow:
         models,
         bool(row.enabled),
         as_utc(row.created_at) or utcnow(),
+        options=dict(row.options or {}),
     )
 
 
@@ -248,7 +249,13 @@ class BackendRepo:
         self._engine = engine
 
     async def create(
-        self, *, name: str, base_url: str, api_key_encrypted: str | None, models: list[BackendModel]
+        self,
+        *,
+        name: str,
+        base_url: str,
+        api_key_encrypted: str | None,
+        models: list[BackendModel],
+        options: dict[str, Any] | None = None,
     ) -> BackendRow:
         row_id = new_id("bk")
         values = {
@@ -257,6 +264,7 @@ class BackendRepo:
             "base_url": base_url,
             "api_key_encrypted": api_key_encrypted,
             "models": [model.as_dict() for model in models],
+            "options": options or {},
             "enabled": True,
             "created_at": utcnow(),
         }

@@ -88,6 +88,7 @@ class BackendRow:
     enabled: bool
     created_at: datetime
     source: str = "api"
+    options: dict[str, Any] = field(default_factory=dict)  # weight, priority, timeouts
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,8 @@ backends = sa.Table(
     sa.Column("models", sa.JSON, nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False, default=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # weight, priority and timeouts (connect, first_byte, idle) of the backend's deployments
+    sa.Column("options", sa.JSON, nullable=True),
 )
 
 usage_records = sa.Table(
@@ -125,4 +127,20 @@ idempotency_events = sa.Table(
     ),
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+# The audit log (see ``tenantgate.storage.audit``): one append-only row per admin action. ``changes`` maps each
+# changed field to its new value, with secrets already masked by the repository before they reach this table.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target_type", sa.String(40), nullable=False),
+    sa.Column("target_id", sa.String(200), nullable=True),
+    sa.Column("changes", sa.JSON, nullable=True),
+    sa.Index("ix_audit_log_created_at", "created_at"),
+    sa.Index("ix_audit_log_target", "target_type", "target_id"),
 )

@@ -1,0 +1,169 @@
+"""Forwarding with failover: try the route's candidates in order until one answers.
+
+Before the first byte has gone to the client, a connect error, timeout, 5xx, 429 or refused credential moves
+the request to the next candidate (another backend, then fallback models), after a jittered back-off and only
+while the retry budget allows. Every attempt feeds the health registry (passive outlier detection). For a
+stream, the first chunk is read here, inside the attempt, so a backend that accepts the request but never
+starts answering can still be replaced. Once bytes flow to the client, nothing is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from tenantgate.auth.authenticator import Principal
+from tenantgate.backends.upstream import UpstreamClient, UpstreamFailure
+from tenantgate.config.file import RoutingDefaults
+from tenantgate.core.errors import GatewayError, RateLimited, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from tenantgate.edge.request import ParsedRequest
+from tenantgate.routing import Catalog, Deployment, HealthRegistry
+from tenantgate.routing.retry_budget import RetryBudget
+
+
+@dataclass(slots=True)
+class Attempt:
+    """The attempt that succeeded: its deployment, the open response, and what was read of it."""
+
+    deployment: Deployment
+    response: aiohttp.ClientResponse
+    first_chunk: bytes = b""
+    body: bytes | None = None
+    failures: list[str] = field(default_factory=list)
+    _release: object = None
+
+    def done(self, health: HealthRegistry) -> None:
+        if self._release is None:
+            self._release = True
+            health.release(self.deployment.backend_id)
+
+
+class Forwarder:
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        health: HealthRegistry,
+        routing: RoutingDefaults,
+        first_byte_timeout: float,
+        request_timeout: float,
+    ) -> None:
+        self.upstream = upstream
+        self.health = health
+        self._routing = routing
+        self._first_byte_timeout = first_byte_timeout
+        self._request_timeout = request_timeout
+        self.budget = RetryBudget(routing.retry_budget_ratio, routing.retry_budget_min_per_second)
+
+    def plan(self, catalog: Catalog, model: str, principal: Principal) -> list[Deployment]:
+        """Candidates in failover order, limited to models this key may use and to ``max_attempts``."""
+        candidates = catalog.candidates(model, self.health.view(), self.health.now())
+        allowed = [d for d in candidates if principal.may_use(d.model)]
+        if not allowed:
+            raise ServiceUnavailable(f"No backend is available for the model '{model}'.", code="no_backend")
+        return allowed[: self._routing.max_attempts]
+
+    def deadline(self, catalog_timeout: float | None) -> float:
+        return time.monotonic() + (catalog_timeout or self._request_timeout)
+
+    async def open(self, candidates: list[Deployment], request: ParsedRequest, deadline: float) -> Attempt:
+        self.budget.record_request()
+        failures: list[UpstreamFailure] = []
+        names: list[str] = []
+        for index, deployment in enumerate(candidates):
+            if index:
+                if not self.budget.try_spend():
+                    names.append("(retry budget exhausted)")
+                    break
+                await asyncio.sleep(self._backoff(index))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                attempt = await self._attempt(deployment, request, remaining)
+            except UpstreamFailure as failure:
+                failures.append(failure)
+                names.append(failure.message)
+                continue
+            attempt.failures = names
+            return attempt
+        raise _combined(request.model, failures, names)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self._routing.backoff_max_seconds, self._routing.backoff_base_seconds * 2 ** (attempt - 1))
+        return random.uniform(0, ceiling)
+
+    async def _attempt(self, deployment: Deployment, request: ParsedRequest, remaining: float) -> Attempt:
+        backend_id = deployment.backend_id
+        limit = min(remaining, deployment.first_byte_timeout or self._first_byte_timeout)
+        started = time.perf_counter()
+        self.health.acquire(backend_id)
+        response: aiohttp.ClientResponse | None = None
+        try:
+            async with asyncio.timeout(limit):
+                response = await self.upstream.post(
+                    deployment, request.endpoint, request.upstream_payload(deployment.upstream_model)
+                )
+                attempt = Attempt(deployment, response)
+                if request.stream:
+                    attempt.first_chunk = await response.content.readany()
+                    if not attempt.first_chunk:
+                        raise UpstreamFailure(
+                            f"{deployment.backend_name}: closed the stream before any data", kind="stream_broken"
+                        )
+                else:
+                    attempt.body = await response.read()
+        except (UpstreamFailure, TimeoutError, aiohttp.ClientError) as exc:
+            failure = exc if isinstance(exc, UpstreamFailure) else _as_failure(deployment, exc)
+            self.health.release(backend_id)
+            if response is not None:
+                response.close()
+            self._record(deployment, failure)
+            raise failure from None
+        except BaseException:
+            self.health.release(backend_id)
+            if response is not None:
+                response.close()
+            raise
+        self.health.record_success(backend_id, time.perf_counter() - started)
+        return attempt
+
+    def _record(self, deployment: Deployment, failure: UpstreamFailure) -> None:
+        backend_id = deployment.backend_id
+        if failure.kind == "429":
+            self.health.record_rate_limited(backend_id, failure.retry_after)
+        elif failure.kind == "timeout":
+            self.health.record_failure(backend_id, "timeout", failure.message)
+        elif failure.kind == "connect":
+            self.health.record_failure(backend_id, "connect", failure.message)
+        else:
+            self.health.record_failure(backend_id, "5xx", failure.message)
+
+
+def _as_failure(deployment: Deployment, exc: BaseException) -> UpstreamFailure:
+    name = deployment.backend_name
+    if isinstance(exc, TimeoutError):
+        return UpstreamFailure(f"{name}: no answer in time", kind="timeout", status=504, code="upstream_timeout")
+    return UpstreamFailure(f"{name}: connection broke before the answer", kind="stream_broken")
+
+
+def _combined(model: str, failures: list[UpstreamFailure], names: list[str]) -> GatewayError:
+    """One client-facing error for a request every candidate failed, naming what was tried (no bodies)."""
+    tried = "; ".join(names) if names else "no attempt fitted in the request deadline"
+    message = f"All backends for the model '{model}' failed: {tried}."
+    if failures and all(f.kind == "429" for f in failures):
+        waits = [f.retry_after for f in failures if f.retry_after is not None]
+        retry_after = max(1, int(min(waits))) if waits else 1
+        return RateLimited(
+            message,
+            code="upstream_rate_limited",
+            headers={"retry-after": str(retry_after), "retry-after-ms": str(retry_after * 1000)},
+        )
+    if failures and all(f.kind == "timeout" for f in failures):
+        return UpstreamTimeout(message)
+    if not failures:
+        return UpstreamTimeout(message)
+    return UpstreamError(message)
