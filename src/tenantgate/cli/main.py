@@ -44,7 +44,9 @@ def serve(
     except (ValueError, ConfigError) as exc:
         typer.echo(f"tenantgate: cannot start: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(
+    from tenantgate.edge.server import GatewayServer
+
+    server_config = uvicorn.Config(
         application,
         host=host,
         port=port,
@@ -53,8 +55,13 @@ def serve(
         log_config=None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=30,
     )
+    GatewayServer(
+        server_config,
+        application.state.gateway,
+        grace_s=settings.drain_grace_seconds,
+        delay_s=settings.drain_delay_seconds,
+    ).run()
 
 
 @app.command()

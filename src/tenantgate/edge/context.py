@@ -14,6 +14,7 @@ from tenantgate.config.settings import Settings
 from tenantgate.edge.forward import Forwarder
 from tenantgate.edge.idempotent import Idempotency
 from tenantgate.edge.request import ParsedRequest
+from tenantgate.edge.responses import StreamRegistry
 from tenantgate.metering.tokens import TokenCounter
 from tenantgate.metering.writer import UsageWriter
 from tenantgate.routing.catalog import Catalog, Deployment
@@ -64,6 +65,7 @@ class Gateway:
     forwarder: Forwarder
     idempotency: Idempotency | None = None
     draining: bool = False
+    streams: StreamRegistry = field(default_factory=StreamRegistry)
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:

@@ -110,11 +110,11 @@ class ProxyEndpoint:
         relay, on_close = self._relay(attempt, meter)
         headers = {"x-request-id": meter.request_id, **meter.response_headers()}
         if claimed is None:
-            return RelayResponse(relay.events(), on_close, headers)
+            return RelayResponse(relay.events(), on_close, headers, gw.streams)
         # Resumable: the generation runs on its own; this client (and any retry) follows the store.
         gw.spawn(claimed.generate(relay.events(), lambda: on_close(False)))
         follower = gw.idempotency.follow(claimed.scope, 0, claimed.owner)  # type: ignore[union-attr]
-        return RelayResponse(follower, _no_cleanup, headers)
+        return RelayResponse(follower, _no_cleanup, headers, gw.streams)
 
     async def _whole(self, attempt: Attempt, meter: RequestMeter) -> Response:
         attempt.done(self.gateway.forwarder.health)

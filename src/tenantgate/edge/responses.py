@@ -30,15 +30,46 @@ def json_response(body: bytes, request_id: str, status: int = 200, extra: dict[s
     return Response(body, status_code=status, headers=headers, media_type=JSON_TYPE)
 
 
+class StreamRegistry:
+    """The streams this process is relaying, so a drain can end the ones that outlive the grace period."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+        self.expired = False
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def enter(self, task: asyncio.Task[object]) -> None:
+        self._tasks.add(task)
+
+    def leave(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+
+    def expire_all(self) -> None:
+        """End every stream now: each one sends an error event (no ``[DONE]``) and closes."""
+        self.expired = True
+        for task in list(self._tasks):
+            task.cancel()
+
+
+_DRAIN_EVENT = (
+    b'data: {"error": {"message": "The gateway is shutting down and ended this stream.", '
+    b'"type": "api_error", "param": null, "code": "draining"}}\n\n'
+)
+
+
 class RelayResponse:
     def __init__(
         self,
         events: AsyncIterator[bytes],
         on_close: Callable[[bool], Awaitable[None]],
         headers: dict[str, str],
+        registry: StreamRegistry | None = None,
     ) -> None:
         self._events = events
         self._on_close = on_close
+        self._registry = registry
         raw = {
             "content-type": "text/event-stream; charset=utf-8",
             "cache-control": "no-cache",
@@ -61,6 +92,8 @@ class RelayResponse:
                 task.cancel()
 
         watcher = asyncio.create_task(watch())
+        if self._registry is not None:
+            self._registry.enter(task)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self._headers})
             async for chunk in self._events:
@@ -68,15 +101,29 @@ class RelayResponse:
             finished = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not disconnected:
+            if disconnected:
+                task.uncancel()
+            elif self._registry is not None and self._registry.expired:
+                task.uncancel()
+                disconnected = await self._end_for_drain(send)
+            else:
                 raise
-            task.uncancel()
         except OSError:  # the client went away while we were writing
             disconnected = True
         finally:
+            if self._registry is not None:
+                self._registry.leave(task)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             with contextlib.suppress(Exception):
                 await self._events.aclose()  # type: ignore[attr-defined]
             await self._on_close(disconnected)
+
+    @staticmethod
+    async def _end_for_drain(send: Send) -> bool:
+        """Tell the client in-band why its stream ends; True (billed as cut) whatever the client did."""
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": _DRAIN_EVENT, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True

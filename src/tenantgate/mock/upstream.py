@@ -74,6 +74,7 @@ class MockStats:
 
 
 STATS_KEY = web.AppKey("tenantgate.mock.stats", MockStats)
+FAULTS_KEY: web.AppKey[dict[str, Any]] = web.AppKey("tenantgate.mock.faults", dict)
 OPTIONS_KEY = web.AppKey("tenantgate.mock.options", MockOptions)
 _OUTCOME = web.RequestKey("tenantgate.mock.outcome", str)
 
@@ -190,9 +191,11 @@ async def _admit(request: web.Request) -> tuple[Json, Faults]:
         raise MockError(400, "The request body must be a JSON object.")
     request.app[STATS_KEY].last_body = body
     options = request.app[OPTIONS_KEY]
+    standing = request.app[FAULTS_KEY]
+    fault_source = {"mock": {**standing, **(body.get("mock") or {})}} if standing else body
     try:
         faults = parse_faults(
-            request.headers, body, ttft=options.ttft, chunk_delay=options.chunk_delay, chunks=options.chunks
+            request.headers, fault_source, ttft=options.ttft, chunk_delay=options.chunk_delay, chunks=options.chunks
         )
     except FaultError as exc:
         raise MockError(400, str(exc), param="mock") from None
@@ -505,6 +508,13 @@ def _model_card(model_id: str) -> Json:
 
 
 async def _models(request: web.Request) -> web.StreamResponse:
+    status = request.app[FAULTS_KEY].get("status")
+    if status:
+        raise MockError(int(status), f"Injected mock failure ({status}).")
+    return await _models_list(request)
+
+
+async def _models_list(request: web.Request) -> web.StreamResponse:
     return _json({"object": "list", "data": [_model_card(m) for m in request.app[OPTIONS_KEY].models]})
 
 
@@ -541,9 +551,24 @@ def build_app(options: MockOptions) -> web.Application:
     app.router.add_post("/v1/completions", _tracked(_completions))
     app.router.add_post("/v1/responses", _tracked(_responses))
     app.router.add_post("/v1/embeddings", _tracked(_embeddings))
+    app[FAULTS_KEY] = {}
     app.router.add_get("/_mock/stats", _stats)
     app.router.add_post("/_mock/reset", _reset)
+    app.router.add_put("/_mock/faults", _set_faults)
     return app
+
+
+async def _set_faults(request: web.Request) -> web.StreamResponse:
+    """Standing faults for every later request (same keys as the body's ``"mock"`` object; ``{}`` clears).
+
+    They let a test make one backend of several fail, stall or recover while the gateway routes traffic
+    through all of them. A standing ``status`` also fails ``GET /v1/models``, so health checks see it too.
+    """
+    faults = orjson.loads(await request.read() or b"{}")
+    if not isinstance(faults, dict):
+        raise MockError(400, "faults must be an object", param="mock")
+    request.app[FAULTS_KEY] = faults
+    return _json({"faults": faults})
 
 
 async def start_mock(options: MockOptions, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
