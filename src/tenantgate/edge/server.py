@@ -64,5 +64,5 @@ class GatewayServer(uvicorn.Server):
     async def _wait_for_requests(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while self.server_state.tasks and loop.time() < deadline and not self.force_exit:
+        while self.server_state.tasks and loop.time() < deadline and not self.force_exit:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
