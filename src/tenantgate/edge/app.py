@@ -18,6 +18,7 @@ from starlette.routing import Route
 from tenantgate import __version__
 from tenantgate.admin.api import AdminServices
 from tenantgate.admin.api import router as admin_router
+from tenantgate.admin.usage import router as usage_router
 from tenantgate.auth.authenticator import Authenticator
 from tenantgate.backends.netpolicy import NetworkPolicy, PolicyResolver, host_key
 from tenantgate.backends.upstream import UpstreamClient
@@ -214,5 +215,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(Route("/v1/models/{model:path}", get_model, methods=["GET"]))
     app.router.routes.extend(health_routes(gateway, engine))
     app.include_router(admin_router)
+    app.include_router(usage_router)
     app.add_middleware(RequestIdMiddleware)
     return app
