@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import Gateway, Process, mock_config, start_gateway, start_mock
+from tests.support import LOG_DIR, Gateway, Process, mock_config, start_gateway, start_mock
 
 
 @pytest.fixture(scope="session")
@@ -39,4 +38,7 @@ def api_key(gateway: Gateway) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    Path("/tmp/tenantgate-test-logs").mkdir(parents=True, exist_ok=True)
+    """Start each session with an empty log folder: tests/zz_logs searches what this session wrote."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    for old in LOG_DIR.glob("*.log"):
+        old.unlink()

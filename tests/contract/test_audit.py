@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tenantgate.admin.audit import admin_actor, record_admin_action, router
+from tenantgate.admin.audit import router
+from tenantgate.admin.auth import admin_actor, record_admin_action
 from tenantgate.core.errors import GatewayError
 from tenantgate.storage import schema
 from tenantgate.storage.audit import MASK, AuditRepo, is_secret_field

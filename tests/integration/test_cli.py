@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,9 @@ def test_tenant_and_key_commands_work_on_the_database(tmp_path: Path) -> None:
     assert revoked["revoked"] is True
     assert run(["keys", "revoke", "key_missing"], env).returncode == 1
     assert [t["name"] for t in json.loads(run(["tenants", "list"], env).stdout)] == ["cli-co"]
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        actions = [row[0] for row in db.execute("SELECT action FROM audit_log WHERE actor = 'cli' ORDER BY id")]
+    assert actions == ["tenant.create", "key.create", "key.revoke"]
 
 
 def test_serve_refuses_a_short_admin_key(tmp_path: Path) -> None:

@@ -159,6 +159,8 @@ def test_backend_health_one_hot_and_removal() -> None:
     s = scrape(metrics)
     assert {dict(k)["backend"] for k in s["tenantgate_backend_healthy"]} == {"gpu-1"}
     assert "tenantgate_upstream_attempts_total" not in s
+    metrics.upstream_attempt("gpu-2", "timeout")  # a backend re-added under the same name starts from zero
+    assert value(scrape(metrics), "tenantgate_upstream_attempts_total", backend="gpu-2", outcome="timeout") == 1
 
 
 def test_usage_queue_totals_become_counter_increments() -> None:

@@ -6,13 +6,11 @@ replicas follow within the sync interval.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import SecretStr
+from fastapi import APIRouter, Request
 
+from tenantgate.admin.auth import Admin, AdminServices, record_admin_action, require_admin, services
 from tenantgate.admin.schemas import (
     BackendCreate,
     BackendUpdate,
@@ -26,56 +24,17 @@ from tenantgate.admin.schemas import (
     to_models,
 )
 from tenantgate.auth.keys import generate_key
-from tenantgate.backends.netpolicy import BackendURLRefused, NetworkPolicy, check_backend_url
-from tenantgate.config.file import Defaults
+from tenantgate.backends.netpolicy import BackendURLRefused, check_backend_url
 from tenantgate.core.errors import (
-    AuthenticationFailed,
     Conflict,
     InvalidRequest,
     NotFound,
-    ServiceUnavailable,
 )
-from tenantgate.core.secrets import CredentialCipher, same_secret
-from tenantgate.storage.repos import BackendRepo, DuplicateName, KeyRepo, TenantRepo
-from tenantgate.storage.rows import BackendRow, KeyRow, LimitFields, TenantRow
-from tenantgate.storage.usage import UsageRepo
+from tenantgate.storage.repos import DuplicateName
+from tenantgate.storage.rows import BackendRow, KeyRow, TenantRow
 
+__all__ = ["Admin", "AdminServices", "require_admin", "router", "services"]
 
-@dataclass(slots=True)
-class AdminServices:
-    admin_key: SecretStr | None
-    tenants: TenantRepo
-    keys: KeyRepo
-    backends: BackendRepo
-    usage: UsageRepo
-    cipher: CredentialCipher
-    reload: Callable[[], Awaitable[None]]
-    list_backends: Callable[[], Awaitable[list[Any]]]
-    flush_usage: Callable[[], Awaitable[None]]
-    defaults: Defaults
-    limits_usage: Callable[[str, LimitFields], Awaitable[dict[str, Any] | None]]
-    backend_health: Callable[[str], Any]
-    network_policy: NetworkPolicy
-
-
-def services(request: Request) -> AdminServices:
-    admin: AdminServices = request.app.state.admin
-    return admin
-
-
-def require_admin(request: Request) -> AdminServices:
-    admin = services(request)
-    if admin.admin_key is None:
-        raise ServiceUnavailable("The admin API is disabled: set TENANTGATE_ADMIN_KEY.", code="admin_disabled")
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
-    if not token or not same_secret(token, admin.admin_key.get_secret_value()):
-        raise AuthenticationFailed("Invalid admin key.", code="invalid_admin_key")
-    return admin
-
-
-Admin = Annotated[AdminServices, Depends(require_admin)]
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
@@ -95,11 +54,12 @@ def _found(row: T | None, what: str, row_id: str) -> T:
 
 
 @router.post("/tenants", status_code=201, summary="Create a tenant")
-async def create_tenant(body: TenantCreate, admin: Admin) -> dict[str, Any]:
+async def create_tenant(body: TenantCreate, admin: Admin, request: Request) -> dict[str, Any]:
     try:
         row = await admin.tenants.create(body.name, body.limit_fields(admin.defaults.tenant_limits))
     except DuplicateName as exc:
         raise Conflict(str(exc), param="name") from None
+    await record_admin_action(request, "tenant.create", "tenant", row.id, body.model_dump())
     return tenant_out(row)
 
 
@@ -120,26 +80,28 @@ async def get_tenant(tenant_id: str, admin: Admin) -> dict[str, Any]:
 
 
 @router.patch("/tenants/{tenant_id}", summary="Update a tenant's name or limits")
-async def update_tenant(tenant_id: str, body: TenantUpdate, admin: Admin) -> dict[str, Any]:
+async def update_tenant(tenant_id: str, body: TenantUpdate, admin: Admin, request: Request) -> dict[str, Any]:
     await _tenant(admin, tenant_id)
     try:
         row = await admin.tenants.update(tenant_id, _changes(body))
     except DuplicateName as exc:
         raise Conflict(str(exc), param="name") from None
     await admin.reload()
+    await record_admin_action(request, "tenant.update", "tenant", tenant_id, _changes(body))
     return tenant_out(_found(row, "tenant", tenant_id))
 
 
 @router.delete("/tenants/{tenant_id}", summary="Delete a tenant and its keys")
-async def delete_tenant(tenant_id: str, admin: Admin) -> dict[str, Any]:
+async def delete_tenant(tenant_id: str, admin: Admin, request: Request) -> dict[str, Any]:
     await _tenant(admin, tenant_id)
     await admin.tenants.delete(tenant_id)
     await admin.reload()
+    await record_admin_action(request, "tenant.delete", "tenant", tenant_id, None)
     return {"id": tenant_id, "deleted": True}
 
 
 @router.post("/keys", status_code=201, summary="Create an API key (the key is shown only in this response)")
-async def create_key(body: KeyCreate, admin: Admin) -> dict[str, Any]:
+async def create_key(body: KeyCreate, admin: Admin, request: Request) -> dict[str, Any]:
     if await admin.tenants.get(body.tenant_id) is None:
         raise InvalidRequest(f"No tenant with id '{body.tenant_id}'.", param="tenant_id", code="tenant_not_found")
     new = generate_key()
@@ -152,6 +114,7 @@ async def create_key(body: KeyCreate, admin: Admin) -> dict[str, Any]:
         expires_at=body.expires_at,
         limits=body.limit_fields(admin.defaults.key_limits),
     )
+    await record_admin_action(request, "key.create", "key", row.id, body.model_dump(mode="json"))
     return {**key_out(row), "key": new.plaintext}
 
 
@@ -172,18 +135,20 @@ async def get_key(key_id: str, admin: Admin) -> dict[str, Any]:
 
 
 @router.patch("/keys/{key_id}", summary="Update a key's name, models, expiry or limits")
-async def update_key(key_id: str, body: KeyUpdate, admin: Admin) -> dict[str, Any]:
+async def update_key(key_id: str, body: KeyUpdate, admin: Admin, request: Request) -> dict[str, Any]:
     await _key(admin, key_id)
     row = await admin.keys.update(key_id, _changes(body))
     await admin.reload()
+    await record_admin_action(request, "key.update", "key", key_id, body.model_dump(mode="json", exclude_unset=True))
     return key_out(_found(row, "key", key_id))
 
 
 @router.delete("/keys/{key_id}", summary="Revoke an API key")
-async def revoke_key(key_id: str, admin: Admin) -> dict[str, Any]:
+async def revoke_key(key_id: str, admin: Admin, request: Request) -> dict[str, Any]:
     await _key(admin, key_id)
     row = await admin.keys.revoke(key_id)
     await admin.reload()
+    await record_admin_action(request, "key.revoke", "key", key_id, None)
     return key_out(_found(row, "key", key_id))
 
 
@@ -196,7 +161,7 @@ async def _check_url(admin: AdminServices, url: str) -> None:
 
 
 @router.post("/backends", status_code=201, summary="Register a model server")
-async def create_backend(body: BackendCreate, admin: Admin) -> dict[str, Any]:
+async def create_backend(body: BackendCreate, admin: Admin, request: Request) -> dict[str, Any]:
     await _check_url(admin, body.base_url)
     encrypted = admin.cipher.encrypt(body.api_key) if body.api_key else None
     try:
@@ -210,6 +175,7 @@ async def create_backend(body: BackendCreate, admin: Admin) -> dict[str, Any]:
     except DuplicateName as exc:
         raise Conflict(str(exc), param="name") from None
     await admin.reload()
+    await record_admin_action(request, "backend.create", "backend", row.id, body.model_dump(mode="json"))
     return backend_out(row, admin.backend_health(row.id))
 
 
@@ -231,7 +197,7 @@ async def get_backend(backend_id: str, admin: Admin) -> dict[str, Any]:
 
 
 @router.patch("/backends/{backend_id}", summary="Update a backend")
-async def update_backend(backend_id: str, body: BackendUpdate, admin: Admin) -> dict[str, Any]:
+async def update_backend(backend_id: str, body: BackendUpdate, admin: Admin, request: Request) -> dict[str, Any]:
     await _backend(admin, backend_id)
     if body.base_url is not None:
         await _check_url(admin, body.base_url)
@@ -247,13 +213,17 @@ async def update_backend(backend_id: str, body: BackendUpdate, admin: Admin) -> 
         changes["api_key_encrypted"] = admin.cipher.encrypt(secret) if secret else None
     row = await admin.backends.update(backend_id, changes)
     await admin.reload()
+    await record_admin_action(
+        request, "backend.update", "backend", backend_id, body.model_dump(mode="json", exclude_unset=True)
+    )
     found = _found(row, "backend", backend_id)
     return backend_out(found, admin.backend_health(found.id))
 
 
 @router.delete("/backends/{backend_id}", summary="Remove a backend")
-async def delete_backend(backend_id: str, admin: Admin) -> dict[str, Any]:
+async def delete_backend(backend_id: str, admin: Admin, request: Request) -> dict[str, Any]:
     await _backend(admin, backend_id)
     await admin.backends.delete(backend_id)
     await admin.reload()
+    await record_admin_action(request, "backend.delete", "backend", backend_id, None)
     return {"id": backend_id, "deleted": True}

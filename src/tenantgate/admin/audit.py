@@ -7,46 +7,14 @@ service the admin API uses.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from tenantgate.admin.api import require_admin
-from tenantgate.storage.audit import AuditRepo
+from tenantgate.admin.auth import audit_repo, require_admin
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-
-
-def audit_repo(request: Request) -> AuditRepo:
-    repo: AuditRepo = request.app.state.audit
-    return repo
-
-
-def admin_actor(request: Request) -> str:
-    """``admin-key:<first 8 hex digits of sha256(key)>`` for the admin key the request presented.
-
-    The digest prefix tells entries made with an old and a rotated admin key apart without storing either key;
-    8 hex digits identify, they do not help anyone guess a 16+ character key.
-    """
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
-    if not token:
-        return "admin"
-    return f"admin-key:{hashlib.sha256(token.encode()).hexdigest()[:8]}"
-
-
-async def record_admin_action(
-    request: Request,
-    action: str,
-    target_type: str,
-    target_id: str | None,
-    changes: Mapping[str, Any] | None = None,
-) -> None:
-    """Append one entry for an admin action that has just succeeded (secrets are masked by the repository)."""
-    await audit_repo(request).record(admin_actor(request), action, target_type, target_id, changes)
 
 
 @router.get(

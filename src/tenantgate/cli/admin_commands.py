@@ -16,6 +16,7 @@ import typer
 from tenantgate.admin.schemas import key_out, tenant_out
 from tenantgate.auth.keys import generate_key
 from tenantgate.config.settings import Settings
+from tenantgate.storage.audit import AuditRepo
 from tenantgate.storage.database import create_engine, migrate
 from tenantgate.storage.repos import DuplicateName, KeyRepo, TenantRepo
 
@@ -25,12 +26,18 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 T = TypeVar("T")
 
 
-def _run(work: Callable[[TenantRepo, KeyRepo], Awaitable[T]]) -> T:
+def _run(work: Callable[[TenantRepo, KeyRepo], Awaitable[T]], audit: tuple[str, str] | None = None) -> T:
+    """Run one command against the database; ``audit`` = (action, target type) records it in the audit log
+    (actor ``cli``), like the same change made through the admin API."""
+
     async def main() -> T:
         engine = create_engine(Settings().database_url)
         try:
             await migrate(engine)
-            return await work(TenantRepo(engine), KeyRepo(engine))
+            result = await work(TenantRepo(engine), KeyRepo(engine))
+            if audit is not None and isinstance(result, dict):
+                await AuditRepo(engine).record("cli", audit[0], audit[1], result.get("id"), None)
+            return result
         finally:
             await engine.dispose()
 
@@ -49,7 +56,7 @@ def tenants_create(name: str) -> None:
         return tenant_out(await tenants.create(name))
 
     try:
-        _print(_run(work))
+        _print(_run(work, ("tenant.create", "tenant")))
     except DuplicateName as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -83,7 +90,7 @@ def keys_create(
         )
         return {**key_out(created), "key": new.plaintext}
 
-    _print(_run(work))
+    _print(_run(work, ("key.create", "key")))
 
 
 @keys_app.command("list")
@@ -106,7 +113,7 @@ def keys_revoke(key_id: str) -> None:
         row = await keys.revoke(key_id)
         return key_out(row) if row else None
 
-    result = _run(work)
+    result = _run(work, ("key.revoke", "key"))
     if result is None:
         typer.echo(f"error: no key with id {key_id!r}", err=True)
         raise typer.Exit(1)

@@ -30,7 +30,7 @@ def serve(
 
     from tenantgate.config.settings import Settings
     from tenantgate.core.logging import configure_logging
-    from tenantgate.edge.app import create_app
+    from tenantgate.edge.app import create_asgi
 
     overrides: dict[str, object] = {}
     if config is not None:
@@ -40,7 +40,7 @@ def serve(
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
         configure_logging(settings.log_format, settings.log_level)
-        application = create_app(settings)
+        application = create_asgi(settings)
     except (ValueError, ConfigError) as exc:
         typer.echo(f"tenantgate: cannot start: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -55,6 +55,7 @@ def serve(
         log_config=None,
         access_log=False,
         lifespan="on",
+        proxy_headers=False,  # the gateway never uses the client address; the middleware costs ~20 µs/request
     )
     GatewayServer(
         server_config,

@@ -56,10 +56,16 @@ class Settings(BaseSettings):
     usage_queue_size: int = 100_000
     usage_flush_interval: float = 0.5
     usage_batch_size: int = 1000
+    # Raw usage records older than this many days are purged (hourly rollups are kept); 0 keeps them forever.
+    usage_retention_days: int = Field(default=90, ge=0)
 
     limits_fail_mode: Literal["closed", "local"] = "closed"
     limits_redis_timeout: float = 0.25
     limits_lease_seconds: float = 600.0
+
+    metrics_tenant_labels: bool = False  # per-tenant request counter (bounded by the next setting)
+    metrics_max_tenants: int = 100
+    log_bodies_tenants: list[str] = Field(default_factory=list)  # tenant ids whose prompts/answers are logged
 
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"

@@ -90,6 +90,7 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+    limit_kind: str | None = None  # rpm, tpm, concurrency or budget, for metrics
 
 
 class UpstreamError(GatewayError):

@@ -17,10 +17,12 @@ from typing import Any
 from tenantgate.auth.authenticator import Principal
 from tenantgate.config.file import GatewayConfig
 from tenantgate.config.settings import Settings
+from tenantgate.core.errors import RateLimited, ServiceUnavailable
 from tenantgate.edge.alerts import BudgetAlerts
 from tenantgate.edge.request import ParsedRequest
 from tenantgate.limits import Demand, Limits, LimitStore, Scope, Ticket, build_limit_store, period_bounds
 from tenantgate.metering.tokens import TokenCounter
+from tenantgate.observability import GatewayMetrics
 from tenantgate.routing.catalog import Deployment
 from tenantgate.storage.rows import LimitFields
 
@@ -58,6 +60,7 @@ class LimitAdmission:
         budget_scopes: BudgetScopes,
         spent_since: SpentSince,
         alerts: BudgetAlerts,
+        metrics: GatewayMetrics,
     ) -> None:
         self.store = store
         self._tokens = tokens
@@ -65,6 +68,7 @@ class LimitAdmission:
         self._spent_since = spent_since
         self._alerts = alerts
         self._tasks: set[asyncio.Task[None]] = set()
+        self.metrics = metrics
 
     async def start(self) -> None:
         warm = getattr(self.store, "warm", None)
@@ -113,7 +117,14 @@ class LimitAdmission:
         prompt = self._tokens.count_prompt(request.endpoint, request.body) if needs_tokens else 0
         output = max_output_tokens if request.endpoint != "embeddings" else 0
         demand = Demand(prompt + output, deployment.cost_usd(prompt, output))
-        return await self.store.reserve(scopes, demand)
+        try:
+            return await self.store.reserve(scopes, demand)
+        except RateLimited as refused:
+            self.metrics.limit_refused(refused.limit_kind or "rpm")  # type: ignore[arg-type]
+            raise
+        except ServiceUnavailable:
+            self.metrics.limit_refused("limiter_unavailable")
+            raise
 
     async def settle(self, ticket: Ticket | None, total_tokens: int, cost_usd: float) -> None:
         """Settle off the response path: the client never waits for the limits store after its answer.
@@ -158,6 +169,7 @@ def build_admission(
     *,
     budget_scopes: BudgetScopes,
     spent_since: SpentSince,
+    metrics: GatewayMetrics,
 ) -> LimitAdmission:
     store = build_limit_store(
         settings.redis_url,
@@ -166,4 +178,6 @@ def build_admission(
         lease_seconds=settings.limits_lease_seconds,
     )
     alerts = BudgetAlerts(store, config.defaults.budget_alert_threshold, config.defaults.budget_alert_webhook)
-    return LimitAdmission(store, tokens, budget_scopes=budget_scopes, spent_since=spent_since, alerts=alerts)
+    return LimitAdmission(
+        store, tokens, budget_scopes=budget_scopes, spent_since=spent_since, alerts=alerts, metrics=metrics
+    )

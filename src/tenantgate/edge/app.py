@@ -18,7 +18,9 @@ from starlette.routing import Route
 from tenantgate import __version__
 from tenantgate.admin.api import AdminServices
 from tenantgate.admin.api import router as admin_router
+from tenantgate.admin.audit import router as audit_router
 from tenantgate.admin.usage import router as usage_router
+from tenantgate.admin.usage import tenant_router
 from tenantgate.auth.authenticator import Authenticator
 from tenantgate.backends.netpolicy import NetworkPolicy, PolicyResolver, host_key
 from tenantgate.backends.upstream import UpstreamClient
@@ -28,16 +30,19 @@ from tenantgate.core.secrets import CredentialCipher
 from tenantgate.edge.admission import build_admission
 from tenantgate.edge.bootstrap import bootstrap_keys
 from tenantgate.edge.context import CatalogHolder, Gateway
+from tenantgate.edge.fastpath import FastPath
 from tenantgate.edge.forward import Forwarder
-from tenantgate.edge.health import health_routes
+from tenantgate.edge.health import health_routes, metrics_endpoint
 from tenantgate.edge.http_errors import RequestIdMiddleware, install_error_handlers
 from tenantgate.edge.idempotent import Idempotency
 from tenantgate.edge.pipeline import ProxyEndpoint, get_model, list_models
 from tenantgate.edge.sync import ConfigSync
 from tenantgate.idempotency import DatabaseIdempotencyStore, IdempotencyStore, RedisIdempotencyStore
 from tenantgate.metering.tokens import TokenCounter
-from tenantgate.metering.writer import UsageWriter
+from tenantgate.metering.writer import UsageRetention, UsageWriter
+from tenantgate.observability import GatewayMetrics
 from tenantgate.routing import HealthChecker, HealthConfig, HealthRegistry, Target
+from tenantgate.storage.audit import AuditRepo
 from tenantgate.storage.database import create_engine, migrate
 from tenantgate.storage.repos import BackendRepo, KeyRepo, StateRepo, TenantRepo, budget_scopes
 from tenantgate.storage.usage import UsageRepo
@@ -85,6 +90,9 @@ def build_gateway(
 ) -> Gateway:
     """Every hot-path object, built once per process."""
     tokens = TokenCounter()
+    metrics = GatewayMetrics(
+        tenant_labels=settings.metrics_tenant_labels, max_tenant_label_values=settings.metrics_max_tenants
+    )
     policy = network_policy(settings)
     upstream = UpstreamClient(
         connect_timeout=settings.upstream_connect_timeout,
@@ -98,6 +106,7 @@ def build_gateway(
         config.routing,
         first_byte_timeout=settings.upstream_first_byte_timeout,
         request_timeout=settings.request_timeout,
+        metrics=metrics,
     )
     store: IdempotencyStore = (
         RedisIdempotencyStore(settings.redis_url) if settings.redis_url else DatabaseIdempotencyStore(engine)
@@ -123,8 +132,10 @@ def build_gateway(
             tokens,
             budget_scopes=lambda: budget_scopes(engine),
             spent_since=repos.usage.scope_spent_since,
+            metrics=metrics,
         ),
         forwarder=forwarder,
+        metrics=metrics,
     )
 
 
@@ -147,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health, probe, interval_s=config.routing.health_check_interval, timeout_s=config.routing.health_check_timeout
     )
     sync = ConfigSync(gateway, repos.state, repos.backends, cipher)
+    retention = UsageRetention(repos.usage.purge_raw_before, settings.usage_retention_days)
 
     def follow_catalog() -> None:
         restricted_hosts.clear()
@@ -167,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await sync.reload()
         await gateway.admission.start()
         gateway.usage.start()
+        retention.start()
         sync.start(settings.sync_interval)
         checker.start()
         if gateway.idempotency is not None:
@@ -181,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await gateway.idempotency.close()
             await checker.stop()
             await sync.stop()
+            await retention.close()
             await gateway.usage.close()
             await gateway.admission.close()
             await gateway.upstream.close()
@@ -209,12 +223,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         network_policy=network_policy(settings),
     )
     install_error_handlers(app)
-    for endpoint in PROXY_ENDPOINTS:
-        app.router.routes.append(Route(f"/v1/{endpoint}", ProxyEndpoint(gateway, endpoint), methods=["POST"]))
+    proxies = {endpoint: ProxyEndpoint(gateway, endpoint) for endpoint in PROXY_ENDPOINTS}
+    for endpoint, proxy in proxies.items():
+        app.router.routes.append(Route(f"/v1/{endpoint}", proxy, methods=["POST"]))
     app.router.routes.append(Route("/v1/models", list_models, methods=["GET"]))
     app.router.routes.append(Route("/v1/models/{model:path}", get_model, methods=["GET"]))
     app.router.routes.extend(health_routes(gateway, engine))
+    app.router.routes.append(Route("/metrics", metrics_endpoint(gateway, sync), methods=["GET"]))
+    app.state.audit = AuditRepo(engine)
+    app.include_router(audit_router)
     app.include_router(admin_router)
     app.include_router(usage_router)
+    app.include_router(tenant_router)
     app.add_middleware(RequestIdMiddleware)
+    app.state.fast_routes = {("POST", f"/v1/{endpoint}"): proxy for endpoint, proxy in proxies.items()}
     return app
+
+
+def create_asgi(settings: Settings | None = None) -> FastPath:
+    """What ``tenantgate serve`` runs: the app behind the fast path for the OpenAI routes."""
+    app = create_app(settings)
+    return FastPath(app, app.state.fast_routes)

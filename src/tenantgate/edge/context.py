@@ -17,6 +17,7 @@ from tenantgate.edge.request import ParsedRequest
 from tenantgate.edge.responses import StreamRegistry
 from tenantgate.metering.tokens import TokenCounter
 from tenantgate.metering.writer import UsageWriter
+from tenantgate.observability import GatewayMetrics
 from tenantgate.routing.catalog import Catalog, Deployment
 from tenantgate.storage.rows import LimitFields
 
@@ -63,6 +64,7 @@ class Gateway:
     tokens: TokenCounter
     admission: Admission
     forwarder: Forwarder
+    metrics: GatewayMetrics
     idempotency: Idempotency | None = None
     draining: bool = False
     streams: StreamRegistry = field(default_factory=StreamRegistry)

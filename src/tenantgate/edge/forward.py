@@ -21,6 +21,7 @@ from tenantgate.backends.upstream import UpstreamClient, UpstreamFailure
 from tenantgate.config.file import RoutingDefaults
 from tenantgate.core.errors import GatewayError, RateLimited, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from tenantgate.edge.request import ParsedRequest
+from tenantgate.observability import GatewayMetrics, UpstreamOutcome
 from tenantgate.routing import Catalog, Deployment, HealthRegistry
 from tenantgate.routing.retry_budget import RetryBudget
 
@@ -50,7 +51,9 @@ class Forwarder:
         routing: RoutingDefaults,
         first_byte_timeout: float,
         request_timeout: float,
+        metrics: GatewayMetrics,
     ) -> None:
+        self.metrics = metrics
         self.upstream = upstream
         self.health = health
         self._routing = routing
@@ -76,8 +79,10 @@ class Forwarder:
         for index, deployment in enumerate(candidates):
             if index:
                 if not self.budget.try_spend():
+                    self.metrics.retry_budget_exhausted()
                     names.append("(retry budget exhausted)")
                     break
+                self.metrics.retry(request.model)
                 await asyncio.sleep(self._backoff(index))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -89,6 +94,8 @@ class Forwarder:
                 names.append(failure.message)
                 continue
             attempt.failures = names
+            if index:
+                self.metrics.failover(request.model)
             return attempt
         raise _combined(request.model, failures, names)
 
@@ -118,16 +125,20 @@ class Forwarder:
                     attempt.body = await response.read()
         except (UpstreamFailure, TimeoutError, aiohttp.ClientError) as exc:
             failure = exc if isinstance(exc, UpstreamFailure) else _as_failure(deployment, exc)
+            self.metrics.upstream_attempt(deployment.backend_name, _OUTCOMES[failure.kind])
             self.health.release(backend_id)
             if response is not None:
                 response.close()
             self._record(deployment, failure)
             raise failure from None
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, GatewayError):  # a 4xx about the request itself: the backend is fine
+                self.metrics.upstream_attempt(deployment.backend_name, "http_4xx")
             self.health.release(backend_id)
             if response is not None:
                 response.close()
             raise
+        self.metrics.upstream_attempt(deployment.backend_name, "success")
         self.health.record_success(backend_id, time.perf_counter() - started)
         return attempt
 
@@ -141,6 +152,16 @@ class Forwarder:
             self.health.record_failure(backend_id, "connect", failure.message)
         else:
             self.health.record_failure(backend_id, "5xx", failure.message)
+
+
+_OUTCOMES: dict[str, UpstreamOutcome] = {
+    "connect": "connect_error",
+    "timeout": "timeout",
+    "5xx": "http_5xx",
+    "auth": "http_5xx",
+    "429": "http_429",
+    "stream_broken": "stream_broken",
+}
 
 
 def _as_failure(deployment: Deployment, exc: BaseException) -> UpstreamFailure:

@@ -7,6 +7,8 @@ moment a drain starts.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -20,6 +22,7 @@ from tenantgate import __version__
 from tenantgate.edge.context import Gateway
 from tenantgate.edge.pipeline import new_request_id
 from tenantgate.edge.responses import json_response
+from tenantgate.edge.sync import ConfigSync
 
 
 async def _database(engine: AsyncEngine) -> str:
@@ -89,3 +92,31 @@ def health_routes(gateway: Gateway, engine: AsyncEngine) -> list[Route]:
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
     ]
+
+
+def metrics_endpoint(gateway: Gateway, sync: ConfigSync) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /metrics``: gauges are refreshed on the loop, the text is encoded in a thread (a big registry
+    takes tens of milliseconds to render, which must not stall the requests in flight)."""
+    metrics = gateway.metrics
+
+    def refresh_gauges() -> None:
+        usage = gateway.usage
+        metrics.set_usage_queue(usage.depth, usage.dropped, usage.written)
+        limits = gateway.admission.status()["limits"]
+        metrics.set_limits_store(limits.get("state", "ok"))
+        if limits.get("backend") == "redis":
+            metrics.set_redis_up(limits.get("state") == "ok")
+        view = gateway.forwarder.health.view()
+        for row in sync.stored_backends_and_static():
+            state = view.of(row.id).state if row.enabled else "disabled"
+            metrics.set_backend_health(row.name, state)
+
+    metrics.collect_hook = refresh_gauges
+
+    async def endpoint(request: Request) -> Response:
+        metrics.set_database_up(await _database(sync.engine) == "ok")
+        metrics.refresh()
+        body, content_type = await asyncio.to_thread(metrics.encode, request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
+    return endpoint

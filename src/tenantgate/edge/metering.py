@@ -7,6 +7,7 @@ stream or client disconnect), from a ``finally`` in the pipeline, so a reservati
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -21,6 +22,21 @@ from tenantgate.storage.rows import UsageRecord, utcnow
 log = structlog.get_logger("tenantgate.access")
 
 
+@dataclass(slots=True)
+class RequestTrace:
+    """What the metrics need about one request, filled in as the pipeline learns it.
+
+    Requests that reach the upstream step are finished by their :class:`RequestMeter` (tokens, cost, TTFT);
+    the others (refused, invalid, replayed) by the endpoint itself, with ``metered`` still False.
+    """
+
+    route: str
+    started: float = field(default_factory=time.perf_counter)
+    model: str = ""
+    tenant_id: str | None = None
+    metered: bool = False
+
+
 class RequestMeter:
     def __init__(
         self,
@@ -30,7 +46,10 @@ class RequestMeter:
         deployment: Deployment,
         request_id: str,
         ticket: Any,
+        trace: RequestTrace,
     ) -> None:
+        trace.metered = True
+        self.trace = trace
         self.gateway = gateway
         self.principal = principal
         self.parsed = parsed
@@ -90,8 +109,23 @@ class RequestMeter:
             streamed=self.parsed.stream,
         )
         self.gateway.usage.record(record)
+        self.gateway.metrics.request_finished(
+            self.trace.route,
+            self.trace.model,
+            status,
+            now - self.trace.started,
+            (self.first_byte_at - self.started) if self.first_byte_at else None,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            cost,
+            principal.tenant_id,
+        )
+        extra: dict[str, Any] = {}
+        if principal.tenant_id in self.gateway.settings.log_bodies_tenants:  # opted in by the operator
+            extra["request_body"] = self.parsed.body
         log.info(
             "request",
+            **extra,
             request_id=self.request_id,
             tenant_id=principal.tenant_id,
             key_id=principal.key_id,

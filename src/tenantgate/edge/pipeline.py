@@ -22,7 +22,7 @@ from tenantgate.core.errors import GatewayError, ModelNotFound, NotFound, Servic
 from tenantgate.edge.context import Gateway
 from tenantgate.edge.forward import Attempt
 from tenantgate.edge.idempotent import Claimed
-from tenantgate.edge.metering import RequestMeter
+from tenantgate.edge.metering import RequestMeter, RequestTrace
 from tenantgate.edge.relay import StreamRelay
 from tenantgate.edge.request import ParsedRequest, parse_request, read_body
 from tenantgate.edge.responses import RelayResponse, error_response, json_response
@@ -55,29 +55,50 @@ class ProxyEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         request_id = new_request_id()
+        trace = RequestTrace(self.endpoint)
+        metrics = self.gateway.metrics
+        metrics.request_started()
+        status = 499
         try:
-            response = await self._handle(request, request_id)
-        except GatewayError as error:
-            response = error_response(error, request_id)
-        await response(scope, receive, send)
+            try:
+                response = await self._handle(request, request_id, trace)
+            except GatewayError as error:
+                response = error_response(error, request_id)
+            status = response.status_code if isinstance(response, Response) else 200
+            await response(scope, receive, send)
+        finally:
+            if not trace.metered:
+                metrics.request_finished(
+                    self.endpoint,
+                    trace.model,
+                    status,
+                    time.perf_counter() - trace.started,
+                    None,
+                    0,
+                    0,
+                    0.0,
+                    trace.tenant_id,
+                )
 
-    async def _handle(self, request: Request, request_id: str) -> Response | RelayResponse:
+    async def _handle(self, request: Request, request_id: str, trace: RequestTrace) -> Response | RelayResponse:
         gw = self.gateway
         if gw.draining:
             raise ServiceUnavailable("The gateway is shutting down; retry on another replica.", code="draining")
         principal = await gw.auth.authenticate(presented_key(request))
+        trace.tenant_id = principal.tenant_id
         parsed = parse_request(self.endpoint, await read_body(request, gw.settings.max_body_bytes))
         if not gw.catalog.current.has(parsed.model):
             raise ModelNotFound(f"The model '{parsed.model}' does not exist.", param="model")
+        trace.model = parsed.model
         principal.check_model(parsed.model)
         idempotency_key = request.headers.get("idempotency-key")
         if idempotency_key is None or gw.idempotency is None:
-            return await self._run(principal, parsed, request_id, None)
+            return await self._run(principal, parsed, request_id, None, trace)
         claimed = await gw.idempotency.claim(request, idempotency_key, principal, parsed, request_id)
         if not isinstance(claimed, Claimed):
             return claimed
         try:
-            response = await self._run(principal, parsed, request_id, claimed)
+            response = await self._run(principal, parsed, request_id, claimed, trace)
         except BaseException:
             await claimed.abandon()  # failed before an answer: not stored, a retry runs afresh
             raise
@@ -86,14 +107,19 @@ class ProxyEndpoint:
         return response
 
     async def _run(
-        self, principal: Principal, parsed: ParsedRequest, request_id: str, claimed: Claimed | None
+        self,
+        principal: Principal,
+        parsed: ParsedRequest,
+        request_id: str,
+        claimed: Claimed | None,
+        trace: RequestTrace,
     ) -> Response | RelayResponse:
         gw = self.gateway
         candidates = gw.forwarder.plan(gw.catalog.current, parsed.model, principal)
         dearest = max(candidates, key=lambda d: (d.output_price_per_mtok, d.input_price_per_mtok))
         max_output = parsed.max_output_tokens or gw.config.defaults.max_output_tokens
         ticket = await gw.admission.reserve(principal, dearest, parsed, max_output)
-        meter = RequestMeter(gw, principal, parsed, candidates[0], request_id, ticket)
+        meter = RequestMeter(gw, principal, parsed, candidates[0], request_id, ticket, trace)
         routing = gw.config.models.get(parsed.model)
         deadline = gw.forwarder.deadline(routing.timeout if routing else None)
         try:

@@ -13,6 +13,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from tenantgate.config.file import GatewayConfig
 from tenantgate.core.secrets import CredentialCipher, Redacted
 from tenantgate.edge.context import Gateway
@@ -102,6 +104,14 @@ class ConfigSync:
         if row.source == "config":
             return Redacted(row.api_key_encrypted) if row.api_key_encrypted else None
         return self._cipher.decrypt(row.api_key_encrypted) if row.api_key_encrypted else None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._backends.engine
+
+    def stored_backends_and_static(self) -> list[BackendRow]:
+        """Every backend as of the last reload (no database read)."""
+        return [*self._static, *self.stored_backends]
 
     async def all_backends(self) -> list[BackendRow]:
         return [*self._static, *await self._backends.list()]

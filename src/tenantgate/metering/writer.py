@@ -3,6 +3,10 @@
 The request path only calls :meth:`UsageWriter.record` (no await, no database). The writer flushes at least
 every ``flush_interval`` seconds and drains everything on :meth:`close`. If the queue is full (the database is
 down for a long time) records are dropped and counted rather than growing memory without bound.
+
+The sink (``UsageRepo.insert_many``) writes raw records and their hourly rollups in one transaction, so a batch
+that fails and is retried is never counted twice. :class:`UsageRetention` is the other background chore of the
+ledger: it purges raw records past the retention period (the rollups stay).
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 
-from tenantgate.storage.rows import UsageRecord
+from tenantgate.storage.rows import UsageRecord, utcnow
 
 log = logging.getLogger("tenantgate.metering")
 
 Sink = Callable[[Sequence[UsageRecord]], Awaitable[None]]
+Purge = Callable[[datetime], Awaitable[int]]
 
 
 class UsageWriter:
@@ -76,3 +82,44 @@ class UsageWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
+
+
+async def retention_loop(
+    purge: Purge, days: int, *, every_s: float = 3600.0, now: Callable[[], datetime] = utcnow
+) -> None:
+    """Purge raw usage records older than ``days`` now and then every ``every_s`` seconds; ``days <= 0`` keeps
+    them forever (returns at once). A failed purge is logged and retried next round: the ledger only grows a
+    little longer, which is never worth crashing the process for. Every replica may run it; deletes are idempotent.
+    """
+    if days <= 0:
+        return
+    while True:
+        try:
+            purged = await purge(now() - timedelta(days=days))
+            if purged:
+                log.info("purged raw usage records", extra={"purged": purged, "retention_days": days})
+        except Exception:
+            log.exception("usage retention purge failed; retrying next round")
+        await asyncio.sleep(every_s)
+
+
+class UsageRetention:
+    """:func:`retention_loop` as a task with the same start/close shape as :class:`UsageWriter`."""
+
+    def __init__(self, purge: Purge, days: int, *, every_s: float = 3600.0) -> None:
+        self._purge = purge
+        self._days = days
+        self._every_s = every_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(
+            retention_loop(self._purge, self._days, every_s=self._every_s), name="usage-retention"
+        )
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -226,10 +226,9 @@ class GatewayMetrics:
     ) -> None:
         """Record one finished request (call exactly once per :meth:`request_started`, in a ``finally``).
 
-        ``model`` must be a catalog name or ``""``; ``tenant_id`` is None for unauthenticated requests (not
-        counted per tenant). Token and TTFT histograms only see non-zero token counts
-        and measured TTFTs, so refused or failed requests do not drag the distributions towards zero; the
-        counters still count every request.
+        ``model`` is a catalog name or ``""``; ``tenant_id`` is None when unauthenticated (not counted per
+        tenant). Token and TTFT histograms only see non-zero counts and measured TTFTs, so refused or failed
+        requests do not drag those distributions towards zero; the counters still count every request.
         """
         self.in_flight.dec()
         key = (route, model, status)
@@ -259,21 +258,19 @@ class GatewayMetrics:
             if completion_tokens:
                 genai.output.observe(completion_tokens)
         if tenant_id and self.tenant_requests is not None:
-            self._tenant_child(tenant_id).inc()
+            self._tenant_child(self.tenant_requests, tenant_id).inc()
 
-    def _tenant_child(self, tenant_id: str) -> Counter:
-        """The tenant's counter; past the cap, new tenants share ``other`` (and are not remembered)."""
+    def _tenant_child(self, counter: Counter, tenant_id: str) -> Counter:
+        """The tenant's child; past the cap, new tenants share ``other`` (and are not remembered), so the
+        series count stays <= max + 1."""
         child = self._tenant_children.get(tenant_id)
         if child is not None:
             return child
-        assert self.tenant_requests is not None
-        # A tenant whose id happens to be "other" shares that series; either way the series count stays
-        # <= max + 1.
         named = len(self._tenant_children) - (OTHER_TENANT in self._tenant_children)
         label = OTHER_TENANT if named >= self._max_tenants else tenant_id
         child = self._tenant_children.get(label)
         if child is None:
-            child = self._tenant_children[label] = self.tenant_requests.labels(label)
+            child = self._tenant_children[label] = counter.labels(label)
         return child
 
     def upstream_attempt(self, backend: str, outcome: UpstreamOutcome) -> None:
@@ -318,14 +315,11 @@ class GatewayMetrics:
 
     def remove_backend(self, backend: str) -> None:
         """Drop a deleted backend's series, so removed backends do not linger as labels forever."""
-        if self._backend_states.pop(backend, None) is None:
-            return
-        self.backend_healthy.remove(backend)
-        for each in BACKEND_STATES:
-            self.backend_state.remove(backend, each)
+        self._backend_states.pop(backend, None)
+        for metric in (self.backend_healthy, self.backend_state, self.upstream_attempts):
+            metric.remove_by_labels({"backend": backend})
         for key in [key for key in self._attempt_children if key[0] == backend]:
             del self._attempt_children[key]
-            self.upstream_attempts.remove(*key)
 
     def set_usage_queue(self, depth: int, dropped_total: int, written_total: int) -> None:
         """Mirror the usage writer's gauges and running totals (the totals become counter increments).
@@ -355,17 +349,28 @@ class GatewayMetrics:
     # -- exposition ----------------------------------------------------------------------------------------
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
-        """Body and content type for ``GET /metrics`` (OpenMetrics when the scraper's Accept asks for it).
+        """Body and content type for ``GET /metrics``: :meth:`refresh`, then :meth:`encode`."""
+        self.refresh()
+        return self.encode(accept)
 
-        The collect hook runs first so scrape-time gauges (queue depth, health) are fresh; a failing hook is
-        logged and the scrape still answers with what is known, because a broken metric must not blind the
-        operator to all the others.
+    def refresh(self) -> None:
+        """Run the collect hook so scrape-time gauges (queue depth, health) are fresh.
+
+        A failing hook is logged and the scrape still answers with what is known: one broken gauge must not
+        blind the operator to all the others.
         """
         if self.collect_hook is not None:
             try:
                 self.collect_hook()
             except Exception:
                 log.exception("metrics collect hook failed")
+
+    def encode(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition (OpenMetrics when the scraper's Accept asks for it), safe to run in a worker thread.
+
+        Encoding thousands of series takes milliseconds, so an async handler should call :meth:`refresh` on
+        the event loop and this through ``asyncio.to_thread``; prometheus_client locks every value it reads.
+        """
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self._exposed), content_type
 

@@ -248,6 +248,10 @@ class BackendRepo:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
     async def create(
         self,
         *,

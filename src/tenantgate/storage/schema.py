@@ -144,3 +144,25 @@ audit_log = sa.Table(
     sa.Index("ix_audit_log_created_at", "created_at"),
     sa.Index("ix_audit_log_target", "target_type", "target_id"),
 )
+
+# Hourly usage rollups (see ``tenantgate.storage.usage``): one row per (UTC hour, tenant, key, model, backend),
+# upserted in the same transaction as the raw ``usage_records`` they sum, so dashboards read these instead of
+# scanning the ledger, and the figures survive when raw records are purged after the retention period.
+# ``backend`` is "" (not NULL) when the record had none: NULLs never conflict, so they would break the upsert.
+usage_hourly = sa.Table(
+    "usage_hourly",
+    metadata,
+    sa.Column("hour", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("key_id", sa.String(40), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("backend", sa.String(200), nullable=False),
+    sa.Column("requests", sa.BigInteger, nullable=False),
+    sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
+    sa.Column("completion_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("hour", "tenant_id", "key_id", "model", "backend", name="pk_usage_hourly"),
+    sa.Index("ix_usage_hourly_tenant_hour", "tenant_id", "hour"),
+    sa.Index("ix_usage_hourly_key_hour", "key_id", "hour"),
+)

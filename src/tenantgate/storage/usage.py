@@ -1,20 +1,51 @@
-"""The usage ledger: append-only records, batch inserts, and the aggregates the admin API reports."""
+"""The usage ledger: append-only raw records, the hourly rollups kept beside them, and the reports built on both.
+
+Why two tables: raw records are the audit trail (one row per request, purged after the retention period), while
+dashboards and the usage APIs need sums over long ranges without scanning millions of rows. ``insert_many``
+writes a batch of raw records and adds the same batch, aggregated per (UTC hour, tenant, key, model, backend),
+to ``usage_hourly`` in one transaction, so the rollups always equal the sum of the raw rows written — and keep
+those sums after the raw rows are purged. Reports read only the rollups; hence time filters of reports work at
+hour granularity (see :meth:`UsageFilter.rollup_where`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tenantgate.storage import schema
 from tenantgate.storage.rows import UsageRecord, as_utc
 
-GROUPS = ("model", "key_id", "tenant_id", "backend", "day")
+# Accepted ``group_by`` values. ``tenant`` and ``key`` are the short names of ``tenant_id`` and ``key_id``; each
+# group is reported under ``by_<name as requested>`` with the group value under that same name.
+GROUPS = ("tenant", "key", "model", "backend", "day", "hour", "tenant_id", "key_id")
+_COLUMN_OF = {"tenant": "tenant_id", "key": "key_id"}
+ROLLUP_KEY = ("hour", "tenant_id", "key_id", "model", "backend")
+MEASURES = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "errors")
+
+
+def floor_hour(value: datetime) -> datetime:
+    """The start of the UTC hour containing ``value`` (naive values are taken as UTC, as SQLite returns them)."""
+    utc = (as_utc(value) or value).astimezone(UTC)
+    return utc.replace(minute=0, second=0, microsecond=0)
+
+
+def ceil_hour(value: datetime) -> datetime:
+    """The first hour start at or after ``value``."""
+    floored = floor_hour(value)
+    return floored if floored == _utc(value) else floored + timedelta(hours=1)
+
+
+def _utc(value: datetime) -> datetime:
+    """Aware UTC: SQLite stores a DateTime's wall-clock digits and drops the zone, so every bound time is UTC."""
+    return (as_utc(value) or value).astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,30 +56,79 @@ class UsageFilter:
     since: datetime | None = None
     until: datetime | None = None
 
+    def _same(self, table: sa.Table) -> list[sa.ColumnElement[bool]]:
+        wanted = {"tenant_id": self.tenant_id, "key_id": self.key_id, "model": self.model}
+        return [table.c[name] == value for name, value in wanted.items() if value is not None]
+
     def where(self) -> list[sa.ColumnElement[bool]]:
+        """Exact clauses over raw ``usage_records``: ``since <= created_at < until``."""
         table = schema.usage_records
-        clauses: list[sa.ColumnElement[bool]] = []
-        if self.tenant_id is not None:
-            clauses.append(table.c.tenant_id == self.tenant_id)
-        if self.key_id is not None:
-            clauses.append(table.c.key_id == self.key_id)
-        if self.model is not None:
-            clauses.append(table.c.model == self.model)
+        clauses = self._same(table)
         if self.since is not None:
-            clauses.append(table.c.created_at >= self.since)
+            clauses.append(table.c.created_at >= _utc(self.since))
         if self.until is not None:
-            clauses.append(table.c.created_at < self.until)
+            clauses.append(table.c.created_at < _utc(self.until))
+        return clauses
+
+    def rollup_where(self) -> list[sa.ColumnElement[bool]]:
+        """Clauses over ``usage_hourly``: a bucket counts when its hour start is in [floor_hour(since), until).
+
+        So ``since`` is floored to its hour and a bucket starting before ``until`` counts whole; for hour-aligned
+        ``since`` and ``until`` the figures equal the exact sums over the raw records.
+        """
+        table = schema.usage_hourly
+        clauses = self._same(table)
+        if self.since is not None:
+            clauses.append(table.c.hour >= floor_hour(self.since))
+        if self.until is not None:
+            clauses.append(table.c.hour < _utc(self.until))
         return clauses
 
 
-def _totals_columns() -> list[sa.Label[Any]]:
-    table = schema.usage_records
-    return [
-        sa.func.count().label("requests"),
-        sa.func.coalesce(sa.func.sum(table.c.prompt_tokens), 0).label("prompt_tokens"),
-        sa.func.coalesce(sa.func.sum(table.c.completion_tokens), 0).label("completion_tokens"),
-        sa.func.coalesce(sa.func.sum(table.c.cost_usd), 0.0).label("cost_usd"),
-    ]
+@dataclass(slots=True)
+class _Sums:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    errors: int = 0
+
+    def add(self, record: UsageRecord) -> None:
+        self.requests += 1
+        self.prompt_tokens += record.prompt_tokens
+        self.completion_tokens += record.completion_tokens
+        self.cost_usd += record.cost_usd
+        self.errors += 1 if record.status >= 400 else 0
+
+
+def rollup_rows(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
+    """One row per rollup group of the batch, sorted by key.
+
+    Aggregating first means one upsert per group instead of per record; sorting makes concurrent writers (several
+    replicas) lock the same rows in the same order, so PostgreSQL cannot deadlock them against each other.
+    """
+    groups: dict[tuple[datetime, str, str, str, str], _Sums] = {}
+    for record in records:
+        key = (floor_hour(record.created_at), record.tenant_id, record.key_id, record.model, record.backend or "")
+        groups.setdefault(key, _Sums()).add(record)
+    return [{**dict(zip(ROLLUP_KEY, key, strict=True)), **dataclasses.asdict(groups[key])} for key in sorted(groups)]
+
+
+def _upsert(dialect: str) -> Any:
+    """``INSERT … ON CONFLICT (hour, tenant, key, model, backend) DO UPDATE SET m = m + excluded.m``."""
+    table = schema.usage_hourly
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return statement.on_conflict_do_update(
+        index_elements=list(ROLLUP_KEY),
+        set_={name: table.c[name] + statement.excluded[name] for name in MEASURES},
+    )
+
+
+def _measure_columns() -> list[sa.Label[Any]]:
+    table = schema.usage_hourly
+    columns = [sa.func.coalesce(sa.func.sum(table.c[name]), 0).label(name) for name in MEASURES]
+    columns[MEASURES.index("cost_usd")] = sa.func.coalesce(sa.func.sum(table.c.cost_usd), 0.0).label("cost_usd")
+    return columns
 
 
 def _totals(row: Any) -> dict[str, Any]:
@@ -58,6 +138,7 @@ def _totals(row: Any) -> dict[str, Any]:
         "completion_tokens": int(row.completion_tokens),
         "total_tokens": int(row.prompt_tokens) + int(row.completion_tokens),
         "cost_usd": round(float(row.cost_usd), 9),
+        "errors": int(row.errors),
     }
 
 
@@ -70,35 +151,79 @@ def _record_out(row: Any) -> dict[str, Any]:
     return record
 
 
+def _group_column(group: str, dialect: str) -> sa.ColumnElement[Any]:
+    """The rollup expression a group is keyed by. Literal 'UTC', not a bound parameter: PostgreSQL must see the
+    GROUP BY expression equal to the selected one, and ``date()`` of a timestamptz would use the session zone."""
+    table = schema.usage_hourly
+    if group == "hour":
+        return table.c.hour
+    if group == "day":
+        if dialect == "postgresql":
+            return sa.func.date(sa.func.timezone(sa.literal_column("'UTC'"), table.c.hour))
+        return sa.func.date(table.c.hour)
+    return table.c[_COLUMN_OF.get(group, group)]
+
+
+def _group_value(group: str, value: Any) -> Any:
+    if group == "hour":
+        hour = as_utc(value)
+        return hour.astimezone(UTC).isoformat() if hour else None
+    if group == "backend":
+        return value or None  # stored as "" when the record had no backend
+    return str(value)
+
+
 class UsageRepo:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @property
+    def _dialect(self) -> str:
+        return self._engine.dialect.name
+
     async def insert_many(self, records: Sequence[UsageRecord]) -> None:
+        """Append the raw records and add them to the hourly rollups, all or nothing (the writer retries a failed
+        batch, which therefore can never be counted twice)."""
         if not records:
             return
         rows = [dataclasses.asdict(record) for record in records]
         async with self._engine.begin() as conn:
             await conn.execute(schema.usage_records.insert(), rows)
+            await conn.execute(_upsert(self._dialect), rollup_rows(records))
 
-    async def summary(self, filters: UsageFilter, group_by: Sequence[str] = ("model",)) -> dict[str, Any]:
-        table = schema.usage_records
-        clauses = filters.where()
+    async def summary(
+        self, filters: UsageFilter, group_by: Sequence[str] = ("model",), top: int | None = None
+    ) -> dict[str, Any]:
+        """Totals and one ``by_<group>`` list per group, from the rollups only.
+
+        Groups are ordered by their value, or with ``top`` the ``top`` largest by cost, then requests. ``totals``
+        always covers everything the filters match, whatever ``top`` leaves out.
+        """
+        unknown = [group for group in group_by if group not in GROUPS]
+        if unknown:
+            raise ValueError(f"unknown usage group(s): {', '.join(unknown)}")
+        clauses = filters.rollup_where()
         result: dict[str, Any] = {}
         async with self._engine.connect() as conn:
-            total_row = (await conn.execute(sa.select(*_totals_columns()).where(*clauses))).one()
+            total_row = (await conn.execute(sa.select(*_measure_columns()).where(*clauses))).one()
             result["totals"] = _totals(total_row)
             for group in group_by:
-                column = sa.func.date(table.c.created_at) if group == "day" else table.c[group]
-                query = (
-                    sa.select(column.label("group"), *_totals_columns())
-                    .where(*clauses)
-                    .group_by(column)
-                    .order_by(column)
-                )
-                rows = await conn.execute(query)
-                result[f"by_{group}"] = [{group: str(row.group), **_totals(row)} for row in rows]
+                result[f"by_{group}"] = await self._groups(conn, group, clauses, top)
         return result
+
+    async def _groups(
+        self, conn: AsyncConnection, group: str, clauses: list[sa.ColumnElement[bool]], top: int | None
+    ) -> list[dict[str, Any]]:
+        column = _group_column(group, self._dialect)
+        measures = _measure_columns()
+        query = sa.select(column.label("grp"), *measures).where(*clauses).group_by(column)
+        if top is None:
+            query = query.order_by(column)
+        else:
+            cost, requests = measures[MEASURES.index("cost_usd")], measures[MEASURES.index("requests")]
+            query = query.order_by(cost.desc(), requests.desc(), column).limit(top)
+        rows = await conn.execute(query)
+        return [{group: _group_value(group, row.grp), **_totals(row)} for row in rows]
 
     async def records(self, filters: UsageFilter, limit: int = 100) -> list[dict[str, Any]]:
         """The newest raw records matching the filters (for audits and the per-request view)."""
@@ -109,19 +234,42 @@ class UsageRepo:
         return [_record_out(row) for row in rows]
 
     async def spent_since(self, column: str, value: str, since: datetime) -> float:
-        """Spend of one tenant or key since a time: rebuilds budget counters after a restart."""
-        table = schema.usage_records
-        query = sa.select(sa.func.coalesce(sa.func.sum(table.c.cost_usd), 0.0)).where(
-            table.c[column] == value, table.c.created_at >= since
+        """Spend of one tenant or key since a time: rebuilds budget counters after a restart.
+
+        Whole hours come from the rollups (cheap, and still there after raw records are purged: a ``total``
+        budget starts at the epoch); only the partial hour after a ``since`` that is not hour-aligned is summed
+        from raw records. Budget periods start at UTC midnight, so in practice that part is empty.
+        """
+        since = _utc(since)
+        boundary = ceil_hour(since)
+        hourly, raw = schema.usage_hourly, schema.usage_records
+        rolled = sa.select(sa.func.coalesce(sa.func.sum(hourly.c.cost_usd), 0.0)).where(
+            hourly.c[column] == value, hourly.c.hour >= boundary
         )
         async with self._engine.connect() as conn:
-            return float(await conn.scalar(query) or 0.0)
+            spent = float(await conn.scalar(rolled) or 0.0)
+            if boundary > since:
+                partial = sa.select(sa.func.coalesce(sa.func.sum(raw.c.cost_usd), 0.0)).where(
+                    raw.c[column] == value, raw.c.created_at >= since, raw.c.created_at < boundary
+                )
+                spent += float(await conn.scalar(partial) or 0.0)
+        return spent
 
     async def scope_spent_since(self, scope_name: str, since: float) -> float:
         """Spend of a limits scope (``tenant:<id>`` or ``key:<id>``) since a Unix time."""
         kind, _, row_id = scope_name.partition(":")
         column = {"tenant": "tenant_id", "key": "key_id"}[kind]
         return await self.spent_since(column, row_id, datetime.fromtimestamp(since, UTC))
+
+    async def purge_raw_before(self, cutoff: datetime) -> int:
+        """Delete raw records older than ``cutoff`` floored to its hour; the rollups are kept. Returns the count.
+
+        Flooring keeps every hour's raw records whole (all kept or all gone), which :meth:`spent_since` relies on.
+        """
+        table = schema.usage_records
+        async with self._engine.begin() as conn:
+            result = await conn.execute(table.delete().where(table.c.created_at < floor_hour(cutoff)))
+        return int(result.rowcount or 0)
 
     async def count(self) -> int:
         async with self._engine.connect() as conn:
