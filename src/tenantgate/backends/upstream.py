@@ -57,6 +57,7 @@ class UpstreamClient:
         self._max_connections = max_connections
         self._resolver_factory = resolver_factory  # resolvers need a running loop: built in start()
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         resolver = self._resolver_factory() if self._resolver_factory is not None else None
@@ -81,11 +82,12 @@ class UpstreamClient:
         return self._session
 
     def _timeout(self, deployment: Deployment) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=deployment.connect_timeout or self.connect_timeout,
-            sock_read=deployment.idle_timeout or self.read_timeout,
-        )
+        """One timeout object per (connect, idle) pair, built once: deployments are few, requests many."""
+        key = (deployment.connect_timeout or self.connect_timeout, deployment.idle_timeout or self.read_timeout)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            timeout = self._timeouts[key] = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1])
+        return timeout
 
     async def post(self, deployment: Deployment, path: str, payload: bytes) -> aiohttp.ClientResponse:
         """Send one request; return the response once its status is 2xx, else raise a gateway error."""

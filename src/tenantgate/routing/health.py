@@ -182,6 +182,14 @@ class HealthRegistry:
         self.config = config or HealthConfig()
         self._clock = clock
         self._backends: dict[str, _Backend] = {}
+        # The routing view is rebuilt at most every VIEW_TTL_S on the request path (in-flight counts and latency
+        # may be that stale); any change of state (ejection, cool-down, probe verdict, admin) drops it at once.
+        self._view: HealthView | None = None
+
+    VIEW_TTL_S = 0.05
+
+    def _changed(self) -> None:
+        self._view = None
 
     def now(self) -> float:
         """The registry's clock; pass this (not wall time) as ``now`` to views and routing."""
@@ -198,12 +206,16 @@ class HealthRegistry:
             entry.latency_ewma_ms = self._ewma(entry.latency_ewma_ms, latency_s * 1000)
         if entry.ejected_until is not None:
             self._end_ejection(backend_id, entry, self._clock(), "a request succeeded")
-        entry.cooling_until = None
+            self._changed()
+        if entry.cooling_until is not None:
+            entry.cooling_until = None
+            self._changed()
 
     def record_failure(self, backend_id: str, kind: FailureKind, error: str) -> None:
         """A connect error, timeout or 5xx. Failures while already ejected do not extend the ejection."""
         entry = self._settled(backend_id)
         entry.last_error = _clip(f"{kind}: {error}")
+        self._changed()
         if entry.ejected_until is not None:
             return
         entry.consecutive_failures += 1
@@ -216,6 +228,7 @@ class HealthRegistry:
         wait = self.config.default_retry_after_s if retry_after_s is None else max(0.0, retry_after_s)
         until = self._clock() + min(wait, self.config.max_retry_after_s)
         entry.cooling_until = max(until, entry.cooling_until or until)
+        self._changed()
         entry.last_error = _clip(f"rate limited (429), retry after {wait:g}s")
 
     # -- active probes -------------------------------------------------------------------------------------------
@@ -223,6 +236,7 @@ class HealthRegistry:
     def record_probe(self, backend_id: str, ok: bool, error: str | None = None, latency_s: float | None = None) -> None:
         """One active check result; thresholds in both directions keep a single blip from flipping the state."""
         entry = self._settled(backend_id)
+        self._changed()
         if latency_s is not None:
             entry.probe_latency_ms = latency_s * 1000
         if not ok:
@@ -265,9 +279,11 @@ class HealthRegistry:
 
     def set_disabled(self, backend_id: str, disabled: bool) -> None:
         self._entry(backend_id).disabled = disabled
+        self._changed()
 
     def retain(self, backend_ids: Iterable[str]) -> None:
         """Forget backends that left the catalog (call when it is rebuilt), so the registry does not grow."""
+        self._changed()
         keep = set(backend_ids)
         for backend_id in [b for b in self._backends if b not in keep]:
             del self._backends[backend_id]
@@ -281,8 +297,15 @@ class HealthRegistry:
         return self._snapshot(backend_id, entry, self._clock() if now is None else now)
 
     def view(self, now: float | None = None) -> HealthView:
+        """A snapshot for routing. Without ``now`` it may be reused for up to ``VIEW_TTL_S`` (views know when
+        their ejections and cool-downs end, so a reused view never keeps a recovered backend out)."""
         at = self._clock() if now is None else now
-        return HealthView({bid: self._snapshot(bid, entry, at) for bid, entry in self._backends.items()}, at)
+        if now is None and self._view is not None and at - self._view.taken_at < self.VIEW_TTL_S:
+            return self._view
+        view = HealthView({bid: self._snapshot(bid, entry, at) for bid, entry in self._backends.items()}, at)
+        if now is None:
+            self._view = view
+        return view
 
     # -- internals --------------------------------------------------------------------------------------------------
 
