@@ -13,10 +13,6 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tenantgate.core.errors import GatewayError
-from tenantgate.edge.pipeline import new_request_id
-from tenantgate.edge.responses import error_response
-
 log = logging.getLogger("tenantgate")
 
 
@@ -39,19 +35,9 @@ class FastPath:
 
     @staticmethod
     async def _guarded(handler: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        """Unexpected errors still get an OpenAI-shaped 500 (never a stack trace), if nothing was sent yet."""
-        started = False
-
-        async def tracking_send(message: Any) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
+        """Last line of defence: the handlers answer their own errors (a :class:`ProxyEndpoint` turns anything
+        unexpected before its response into an OpenAI-shaped 500), so this only logs what escapes them."""
         try:
-            await handler(scope, receive, tracking_send)
+            await handler(scope, receive, send)
         except Exception:
             log.exception("unhandled error on %s", scope["path"])
-            if not started:
-                await error_response(GatewayError("The gateway had an internal error."), new_request_id())(
-                    scope, receive, send
-                )

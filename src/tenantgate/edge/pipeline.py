@@ -24,7 +24,7 @@ from tenantgate.edge.forward import Attempt
 from tenantgate.edge.idempotent import Claimed
 from tenantgate.edge.metering import RequestMeter, RequestTrace
 from tenantgate.edge.relay import StreamRelay
-from tenantgate.edge.request import ParsedRequest, parse_request, read_body
+from tenantgate.edge.request import ParsedRequest, parse_request, read_body, receive_of
 from tenantgate.edge.responses import RelayResponse, error_response, json_response
 from tenantgate.metering.usage import completion_text, estimate_usage, usage_from_object
 
@@ -64,6 +64,9 @@ class ProxyEndpoint:
                 response = await self._handle(request, request_id, trace)
             except GatewayError as error:
                 response = error_response(error, request_id)
+            except Exception:  # a bug, not the client's fault: OpenAI-shaped 500, details only in the log
+                log.exception("unhandled error", request_id=request_id)
+                response = error_response(GatewayError("The gateway had an internal error."), request_id)
             status = response.status_code if isinstance(response, Response) else 200
             await response(scope, receive, send)
         finally:
@@ -86,7 +89,7 @@ class ProxyEndpoint:
             raise ServiceUnavailable("The gateway is shutting down; retry on another replica.", code="draining")
         principal = await gw.auth.authenticate(presented_key(request))
         trace.tenant_id = principal.tenant_id
-        parsed = parse_request(self.endpoint, await read_body(request, gw.settings.max_body_bytes))
+        parsed = parse_request(self.endpoint, await read_body(request, receive_of(request), gw.settings.max_body_bytes))
         if not gw.catalog.current.has(parsed.model):
             raise ModelNotFound(f"The model '{parsed.model}' does not exist.", param="model")
         trace.model = parsed.model
