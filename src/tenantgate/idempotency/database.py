@@ -40,7 +40,7 @@ from tenantgate.idempotency.model import (
     follow_state,
     wall_clock,
 )
-from tenantgate.idempotency.waiting import Signals, wait_for_events
+from tenantgate.idempotency.waiting import Signals, WaitsForEvents
 from tenantgate.storage.schema import idempotency_events as events_t
 from tenantgate.storage.schema import idempotency_records as records_t
 
@@ -66,7 +66,7 @@ def _owned(key: str, owner: str) -> sa.ColumnElement[bool]:
     return sa.and_(records_t.c.scope_key == key, records_t.c.owner == owner, records_t.c.state == RUNNING)
 
 
-class DatabaseIdempotencyStore:
+class DatabaseIdempotencyStore(WaitsForEvents):
     """Records in ``idempotency_records``, stream events in ``idempotency_events`` (see ``storage/schema.py``).
 
     The engine belongs to the caller (the app factory disposes it); :meth:`close` releases nothing else.
@@ -195,19 +195,6 @@ class DatabaseIdempotencyStore:
             view = None if row is None else _view(row)
             finished = follow_state(view, owner, None if row is None else row.owner, self._clock())
             return await self._events(conn, key, max(start, 0)), finished
-
-    async def wait_events(
-        self,
-        scope: IdemScope,
-        start: int,
-        timeout: float,  # noqa: ASYNC109 - a long-poll wait, not a deadline
-        *,
-        owner: str | None = None,
-    ) -> tuple[list[bytes], bool]:
-        async def read() -> tuple[list[bytes], bool]:
-            return await self.read_events(scope, start, owner=owner)
-
-        return await wait_for_events(read, self._signals, scope.storage_key(), timeout, self._poll)
 
     async def finish(self, scope: IdemScope, owner: str, response: StoredResponse | None, ttl_seconds: float) -> None:
         key = scope.storage_key()

@@ -22,7 +22,7 @@ from tenantgate.idempotency.model import (
     follow_state,
     wall_clock,
 )
-from tenantgate.idempotency.waiting import Signals, wait_for_events
+from tenantgate.idempotency.waiting import Signals, WaitsForEvents
 
 
 def _copy(response: StoredResponse | None) -> StoredResponse | None:
@@ -32,7 +32,7 @@ def _copy(response: StoredResponse | None) -> StoredResponse | None:
     return StoredResponse(response.status, dict(response.headers), response.body)
 
 
-class MemoryIdempotencyStore:
+class MemoryIdempotencyStore(WaitsForEvents):
     """Records in a dict keyed by :meth:`IdemScope.storage_key`; call :meth:`purge_expired` periodically."""
 
     def __init__(self, *, clock: Clock = wall_clock, orphan_ttl_seconds: float = ORPHAN_TTL_S) -> None:
@@ -90,19 +90,6 @@ class MemoryIdempotencyStore:
             raise StreamLost("the idempotency record is gone")
         finished = follow_state(record.view(), owner, record.owner, self._clock())
         return record.events[max(start, 0) :], finished
-
-    async def wait_events(
-        self,
-        scope: IdemScope,
-        start: int,
-        timeout: float,  # noqa: ASYNC109 - a long-poll wait, not a deadline
-        *,
-        owner: str | None = None,
-    ) -> tuple[list[bytes], bool]:
-        async def read() -> tuple[list[bytes], bool]:
-            return await self.read_events(scope, start, owner=owner)
-
-        return await wait_for_events(read, self._signals, scope.storage_key(), timeout, None)
 
     async def finish(self, scope: IdemScope, owner: str, response: StoredResponse | None, ttl_seconds: float) -> None:
         record = self._owned(scope, owner)

@@ -27,7 +27,7 @@ from tenantgate.idempotency.model import (
     follow_state,
     wall_clock,
 )
-from tenantgate.idempotency.waiting import Signals, wait_for_events
+from tenantgate.idempotency.waiting import Signals, WaitsForEvents
 
 
 def _ms(seconds: float) -> str:
@@ -53,7 +53,7 @@ def _claim(raw: list[Any]) -> Claim:
     return Claim(kind, is_stream=is_stream)
 
 
-class RedisIdempotencyStore:
+class RedisIdempotencyStore(WaitsForEvents):
     """Records as Redis hashes, stream events as Redis lists, under ``key_prefix``."""
 
     def __init__(
@@ -127,19 +127,6 @@ class RedisIdempotencyStore:
         current_owner = None if record_owner is None else _text(record_owner)
         finished = follow_state(view, owner, current_owner, self._clock())
         return list(data), finished
-
-    async def wait_events(
-        self,
-        scope: IdemScope,
-        start: int,
-        timeout: float,  # noqa: ASYNC109 - a long-poll wait, not a deadline
-        *,
-        owner: str | None = None,
-    ) -> tuple[list[bytes], bool]:
-        async def read() -> tuple[list[bytes], bool]:
-            return await self.read_events(scope, start, owner=owner)
-
-        return await wait_for_events(read, self._signals, scope.storage_key(), timeout, self._poll)
 
     async def finish(self, scope: IdemScope, owner: str, response: StoredResponse | None, ttl_seconds: float) -> None:
         now = self._clock()

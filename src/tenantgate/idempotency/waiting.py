@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from weakref import WeakValueDictionary
+
+if TYPE_CHECKING:
+    from tenantgate.idempotency.model import IdemScope
 
 Reader = Callable[[], Awaitable[tuple[list[bytes], bool]]]
 
@@ -62,3 +66,27 @@ async def wait_for_events(
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(step):
                 await wake.wait()
+
+
+class WaitsForEvents:
+    """``wait_events`` for every store: read what is there, else sleep on the in-process signal (and, for
+    stores other processes write to, poll every ``_poll`` seconds) until events arrive or the time is up."""
+
+    _signals: Signals
+    _poll: float | None = None
+
+    async def read_events(self, scope: IdemScope, start: int, *, owner: str | None = None) -> tuple[list[bytes], bool]:
+        raise NotImplementedError
+
+    async def wait_events(
+        self,
+        scope: IdemScope,
+        start: int,
+        timeout: float,  # noqa: ASYNC109 - a long-poll wait, not a deadline
+        *,
+        owner: str | None = None,
+    ) -> tuple[list[bytes], bool]:
+        async def read() -> tuple[list[bytes], bool]:
+            return await self.read_events(scope, start, owner=owner)
+
+        return await wait_for_events(read, self._signals, scope.storage_key(), timeout, self._poll)
