@@ -17,7 +17,8 @@ import openai
 import orjson
 import pytest
 
-from tenantgate.mock.upstream import STATS_KEY, MockOptions, MockStats, start_mock
+from tenantgate.mock.common import STATS_KEY, MockOptions, MockStats
+from tenantgate.mock.serve import start_mock
 
 CHAT: list[Any] = [{"role": "system", "content": "Be brief"}, {"role": "user", "content": "alpha beta gamma"}]
 # 8 words cycled from the last user message; prompt = (2 + 3) + (3 + 3) words+framing.

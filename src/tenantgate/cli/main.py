@@ -93,7 +93,8 @@ def mock_upstream(
     api_key: Annotated[str | None, typer.Option(help="Require this bearer key.")] = None,
 ) -> None:
     """Run the built-in OpenAI-compatible mock upstream (for demos, tests and benchmarks)."""
-    from tenantgate.mock.upstream import MockOptions, run
+    from tenantgate.mock.common import MockOptions
+    from tenantgate.mock.serve import run
 
     run(host, port, MockOptions(ttft=ttft, chunk_delay=chunk_delay, chunks=chunks, api_key=api_key))
 

@@ -10,175 +10,43 @@ gave up on a request.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
-import contextlib
-import hashlib
 import itertools
-import math
-import os
-import signal
 import struct
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, fields
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from aiohttp import web
 
+from tenantgate.mock.common import (
+    _MODEL_CREATED,
+    _OUTCOME,
+    FAULTS_KEY,
+    OPTIONS_KEY,
+    STATS_KEY,
+    Json,
+    MockError,
+    MockOptions,
+    MockStats,
+    _hang,
+    _json,
+    _observe,
+    _rand,
+    _sleep,
+    _sse,
+    _tracked,
+)
+from tenantgate.mock.content import (
+    _input_tokens,
+    _inputs,
+    _last_user_words,
+    _max_tokens,
+    _message_tokens,
+    _vector,
+)
 from tenantgate.mock.faults import FaultError, Faults, parse_faults
-
-Json = dict[str, Any]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-_MODEL_CREATED = 1_700_000_000  # fixed so /v1/models is byte-for-byte stable
-_SHUTDOWN_TIMEOUT = 1.0  # stalled requests never finish on their own; don't hold up cleanup for long
-
-
-@dataclass
-class MockOptions:
-    """Process-wide defaults; every timing/shape knob can be overridden per request."""
-
-    ttft: float = 0.0
-    chunk_delay: float = 0.0
-    chunks: int = 8
-    models: tuple[str, ...] = ("mock-gpt", "mock-small", "mock-embed")
-    api_key: str | None = None
-
-
-@dataclass
-class MockStats:
-    """What the mock observed, so tests can assert on the gateway's behaviour from the far side."""
-
-    requests: Counter[str] = field(default_factory=Counter)
-    in_flight: int = 0
-    max_in_flight: int = 0
-    completed: int = 0
-    cancelled: int = 0  # the client went away before the mock finished
-    aborted: int = 0  # the mock itself dropped the connection (die_after)
-    last_headers: dict[str, str] = field(default_factory=dict)
-    seen_authorization: list[str] = field(default_factory=list)
-    last_body: Any = None
-
-    def reset(self) -> None:
-        """Forget history but keep ``in_flight``: requests still running will decrement it when they end."""
-        in_flight = self.in_flight
-        self.__init__()  # type: ignore[misc]
-        self.in_flight = self.max_in_flight = in_flight
-
-    def snapshot(self) -> Json:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-STATS_KEY = web.AppKey("tenantgate.mock.stats", MockStats)
-FAULTS_KEY: web.AppKey[dict[str, Any]] = web.AppKey("tenantgate.mock.faults", dict)
-OPTIONS_KEY = web.AppKey("tenantgate.mock.options", MockOptions)
-_OUTCOME = web.RequestKey("tenantgate.mock.outcome", str)
-
-
-class MockError(Exception):
-    """An OpenAI-shaped error answer; raised anywhere in a handler and rendered by the middleware."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        code: str | None = None,
-        param: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
-        self.headers = headers or {}
-
-    def response(self) -> web.Response:
-        if self.status == 429:
-            kind = "rate_limit_error"
-        elif self.status >= 500:
-            kind = "server_error"
-        else:
-            kind = "invalid_request_error"  # OpenAI uses this for 400, 401 and 404 alike
-        body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
-        return _json(body, status=self.status, headers=self.headers)
-
-
-def _json(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, headers=headers, content_type="application/json")
-
-
-def _rand() -> str:
-    return os.urandom(12).hex()
-
-
-def _sse(payload: Json, event: str | None = None) -> bytes:
-    data = b"data: " + orjson.dumps(payload) + b"\n\n"
-    return b"event: " + event.encode() + b"\n" + data if event else data
-
-
-async def _sleep(seconds: float) -> None:
-    if seconds > 0:
-        await asyncio.sleep(seconds)
-
-
-async def _hang() -> NoReturn:
-    """Wait until the client disconnects (aiohttp then cancels the handler)."""
-    await asyncio.get_running_loop().create_future()
-    raise AssertionError("unreachable")
-
-
-@web.middleware
-async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Record every API request before anything can reject it, enforce the key, render errors."""
-    path = request.path
-    if path.startswith("/_mock/"):  # reading the stats must not disturb them
-        return await handler(request)
-    stats = request.app[STATS_KEY]
-    stats.requests[path] += 1
-    try:
-        if path.startswith("/v1/"):
-            stats.last_headers = {k.lower(): v for k, v in request.headers.items()}
-            auth = request.headers.get("authorization")
-            if auth is not None and auth not in stats.seen_authorization:
-                stats.seen_authorization.append(auth)
-            key = request.app[OPTIONS_KEY].api_key
-            if key is not None and auth != f"Bearer {key}":
-                raise MockError(401, "Incorrect API key provided.", code="invalid_api_key")
-        return await handler(request)
-    except MockError as exc:
-        return exc.response()
-    except web.HTTPException as exc:  # router 404/405: keep every error body OpenAI-shaped
-        if exc.status < 400:
-            raise
-        code = "not_found" if exc.status == 404 else None
-        return MockError(exc.status, f"{request.method} {path}: {exc.reason}", code=code).response()
-
-
-def _tracked(handler: Handler) -> Handler:
-    """Count concurrency and outcomes of an inference request; a cancelled handler means the client left."""
-
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        stats = request.app[STATS_KEY]
-        stats.in_flight += 1
-        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
-        try:
-            response = await handler(request)
-        except asyncio.CancelledError:
-            stats.cancelled += 1
-            raise
-        except Exception:
-            stats.completed += 1  # an error answer is still a request the mock finished
-            raise
-        finally:
-            stats.in_flight -= 1
-        outcome = request.get(_OUTCOME, "completed")
-        setattr(stats, outcome, getattr(stats, outcome) + 1)
-        return response
-
-    return wrapper
 
 
 async def _admit(request: web.Request) -> tuple[Json, Faults]:
@@ -210,58 +78,6 @@ async def _admit(request: web.Request) -> tuple[Json, Faults]:
         message = f"The model `{model}` does not exist or you do not have access to it."
         raise MockError(404, message, code="model_not_found", param="model")
     return body, faults
-
-
-def _text(content: Any) -> str:
-    """Text of a message ``content``: a string or a list of parts that carry ``text``."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def _last_user_words(items: list[Any]) -> list[str]:
-    for item in reversed(items):
-        if isinstance(item, dict) and item.get("role") == "user":
-            return _text(item.get("content")).split()
-    return []
-
-
-def _message_tokens(items: list[Any]) -> int:
-    """A deterministic stand-in for a tokenizer: words plus 3 per message, like OpenAI's framing overhead."""
-    return sum(len(_text(m.get("content")).split()) + 3 for m in items if isinstance(m, dict))
-
-
-def _is_tokens(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
-
-
-def _inputs(value: Any, param: str) -> list[Any]:
-    """Normalise an OpenAI ``prompt``/``input``: string, strings, token array, or token arrays."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value:
-        if _is_tokens(value):
-            return [value]
-        if all(isinstance(v, str) or _is_tokens(v) for v in value):
-            return value
-    raise MockError(400, f"'{param}' must be a string, strings, or token arrays.", param=param)
-
-
-def _input_tokens(items: list[Any]) -> int:
-    return sum(len(x.split()) if isinstance(x, str) else len(x) for x in items)
-
-
-def _max_tokens(body: Json, *keys: str) -> int | None:
-    for key in keys:
-        value = body.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise MockError(400, f"'{key}' must be a positive integer.", param=key)
-        return value
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,15 +287,6 @@ async def _responses(request: web.Request) -> web.StreamResponse:
     return await _stream(request, faults, preamble, deltas, tail)
 
 
-def _vector(value: str | list[int], dims: int) -> list[float]:
-    """A unit vector hashed from the input, rounded to float32 so float and base64 encodings agree exactly."""
-    key = value.encode() if isinstance(value, str) else orjson.dumps(value)
-    raw = b"".join(hashlib.sha256(i.to_bytes(4, "little") + key).digest() for i in range(-(-dims // 32)))
-    values = [b / 127.5 - 1.0 for b in raw[:dims]]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return list(struct.unpack(f"<{dims}f", struct.pack(f"<{dims}f", *(v / norm for v in values))))
-
-
 async def _embeddings(request: web.Request) -> web.StreamResponse:
     body, faults = await _admit(request)
     inputs = _inputs(body.get("input"), "input")
@@ -571,63 +378,7 @@ async def _set_faults(request: web.Request) -> web.StreamResponse:
     return _json({"faults": faults})
 
 
-async def start_mock(options: MockOptions, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
-    """Serve the mock in the running loop; returns the runner (``await runner.cleanup()``) and bound port.
+if __name__ == "__main__":  # ``python -m tenantgate.mock.upstream`` keeps working
+    from tenantgate.mock.serve import main
 
-    Handler cancellation is on so a client that disconnects cancels its handler, which is how the mock
-    counts ``cancelled`` requests and how a stalled request ever ends. Access logging is off for benchmarks.
-    """
-    runner = web.AppRunner(
-        build_app(options), handler_cancellation=True, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return runner, int(runner.addresses[0][1])
-
-
-async def _serve(host: str, port: int, options: MockOptions) -> None:
-    runner, bound = await start_mock(options, host, port)
-    stop = asyncio.Event()
-    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print(f"tenantgate mock upstream listening on http://{host}:{bound}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
-def run(host: str, port: int, options: MockOptions) -> None:
-    """Serve until SIGINT/SIGTERM (blocking); the first stdout line names the bound port (for port 0)."""
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        pass
-    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve(host, port, options))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m tenantgate.mock.upstream", description="Serve the OpenAI-compatible mock upstream."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081)
-    parser.add_argument("--ttft", type=float, default=0.0, help="seconds before the first chunk")
-    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream chunks")
-    parser.add_argument("--chunks", type=int, default=8, help="content chunks (words) per reply")
-    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer <key>'")
-    parser.add_argument("--models", default=None, help="comma-separated model ids")
-    args = parser.parse_args(argv)
-    options = MockOptions(ttft=args.ttft, chunk_delay=args.chunk_delay, chunks=args.chunks, api_key=args.api_key)
-    if args.models:
-        options.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    run(args.host, args.port, options)
-
-
-if __name__ == "__main__":
     main()
