@@ -166,3 +166,16 @@ backends:
         input_price_per_mtok: 1000.0
         output_price_per_mtok: 2000.0
 """
+
+
+async def require_redis(url: str = REDIS_URL) -> None:
+    """Fail loudly (never skip) when the Redis the suite needs is not there."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        await client.ping()
+    except Exception as exc:
+        raise RuntimeError(f"Redis is not reachable at {url}: {exc}") from exc
+    finally:
+        await client.aclose()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
-import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -22,23 +19,7 @@ from tenantgate.admin.auth import admin_actor, record_admin_action
 from tenantgate.core.errors import GatewayError
 from tenantgate.storage import schema
 from tenantgate.storage.audit import MASK, AuditRepo, is_secret_field
-from tenantgate.storage.database import create_engine, migrate
-from tests.pg import reset_postgres
 from tests.support import ADMIN_KEY
-
-
-@pytest.fixture(params=["sqlite", "postgres"], scope="module")
-async def engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('audit') / 'db.sqlite'}"
-    else:
-        url = await asyncio.to_thread(reset_postgres)
-    engine = create_engine(url)
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
 
 
 def target() -> str:

@@ -34,7 +34,7 @@ from tenantgate.idempotency import (
 from tenantgate.storage.database import create_engine, migrate
 from tenantgate.storage.schema import idempotency_events, idempotency_records, metadata
 from tests.pg import reset_postgres
-from tests.support import REDIS_URL
+from tests.support import REDIS_URL, require_redis
 
 T0 = 1_750_000_000.0
 FP = fingerprint({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
@@ -81,17 +81,6 @@ async def postgres_db() -> AsyncIterator[Backend]:
     await migrate(engine)  # idempotent with 0002 too
     yield Backend("postgres", url, engine)
     await engine.dispose()
-
-
-async def _redis_reachable() -> bool:
-    client = Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
-    try:
-        await client.ping()
-        return True
-    except Exception:
-        return False
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture(
@@ -143,8 +132,8 @@ class Maker:
 
 @pytest.fixture
 async def make_store(backend: Backend) -> AsyncIterator[Maker]:
-    if backend.kind == "redis" and not await _redis_reachable():
-        raise RuntimeError(f"Redis is not reachable at {REDIS_URL}")  # fail loudly, never skip
+    if backend.kind == "redis":
+        await require_redis()
     maker = Maker(backend)
     yield maker
     for store in maker.stores:

@@ -30,6 +30,7 @@ from tenantgate.limits import (
     build_limit_store,
     period_bounds,
 )
+from tests.support import require_redis
 
 REDIS_URL = os.environ.get("TENANTGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 T0 = datetime(2025, 3, 12, 10, 0, tzinfo=UTC).timestamp()  # a Wednesday, mid-month
@@ -37,17 +38,6 @@ T0 = datetime(2025, 3, 12, 10, 0, tzinfo=UTC).timestamp()  # a Wednesday, mid-mo
 
 def ts(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
-
-
-async def _redis_reachable() -> bool:
-    client = Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
-    try:
-        await client.ping()
-        return True
-    except Exception:
-        return False
-    finally:
-        await client.aclose()
 
 
 async def _delete_prefix(prefix: str) -> None:
@@ -77,8 +67,8 @@ class StoreMaker:
 
 
 async def _factory(kind: str) -> AsyncIterator[StoreMaker]:
-    if kind == "redis" and not await _redis_reachable():
-        raise RuntimeError(f"Redis is not reachable at {REDIS_URL}")  # fail loudly, never skip
+    if kind == "redis":
+        await require_redis()
     make = StoreMaker(kind)
     yield make
     for store in make.stores:

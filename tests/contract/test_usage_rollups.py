@@ -24,10 +24,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tenantgate.storage import schema
-from tenantgate.storage.database import MIGRATIONS_DIR, create_engine, migrate
+from tenantgate.storage.database import MIGRATIONS_DIR, create_engine
 from tenantgate.storage.rows import UsageRecord
 from tenantgate.storage.usage import GROUPS, UsageFilter, UsageRepo
-from tests.pg import reset_postgres
 from tests.support import PG_URL
 
 Grouper = Callable[[UsageRecord], Any]
@@ -41,20 +40,6 @@ KEY_OF: dict[str, Grouper] = {
     "day": lambda r: r.created_at.date().isoformat(),
     "hour": lambda r: r.created_at.replace(minute=0, second=0, microsecond=0).isoformat(),
 }
-
-
-@pytest.fixture(params=["sqlite", "postgres"], scope="module")
-async def engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('rollups') / 'db.sqlite'}"
-    else:
-        url = await asyncio.to_thread(reset_postgres)
-    engine = create_engine(url)
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
 
 
 def window(n: int) -> tuple[datetime, datetime]:
