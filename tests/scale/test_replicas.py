@@ -108,3 +108,18 @@ async def test_revocation_reaches_every_replica_within_a_second(replicas: list[G
     await asyncio.sleep(0.6)
     statuses = [r.status_code for r in await spread(replicas, fresh["key"], 3, BODY)]
     assert sorted(statuses) == [200, 429, 429]
+
+
+def test_idempotent_replay_on_another_replica(replicas: list[Gateway], mock: Process) -> None:
+    tenant = replicas[0].create_tenant("scale-idem")
+    key = replicas[0].create_key(tenant["id"])
+    time.sleep(0.6)
+    headers = {"Authorization": f"Bearer {key['key']}", "Idempotency-Key": "cross-replica-1"}
+    seen = httpx.get(f"{mock.url}/_mock/stats").json()["requests"].get("/v1/chat/completions", 0)
+    first = httpx.post(f"{replicas[0].v1}/chat/completions", json=BODY, headers=headers)
+    second = httpx.post(f"{replicas[2].v1}/chat/completions", json=BODY, headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert second.json() == first.json() and second.headers["idempotent-replayed"] == "true"
+    assert httpx.get(f"{mock.url}/_mock/stats").json()["requests"].get("/v1/chat/completions", 0) == seen + 1
+    mismatch = httpx.post(f"{replicas[1].v1}/chat/completions", json={**BODY, "temperature": 1}, headers=headers)
+    assert mismatch.status_code == 422
