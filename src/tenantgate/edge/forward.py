@@ -35,11 +35,12 @@ class Attempt:
     first_chunk: bytes = b""
     body: bytes | None = None
     failures: list[str] = field(default_factory=list)
-    _release: object = None
+    released: bool = False
 
     def done(self, health: HealthRegistry) -> None:
-        if self._release is None:
-            self._release = True
+        """Give back the backend's in-flight slot, once, however many paths end the request."""
+        if not self.released:
+            self.released = True
             health.release(self.deployment.backend_id)
 
 

@@ -19,13 +19,13 @@ every call; the hot path looks a tuple up in a dict instead and only calls ``lab
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Final, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+
+from tenantgate.observability.exposition import WithoutCreated
 
 log = logging.getLogger("tenantgate.metrics")
 
@@ -94,7 +94,7 @@ class GatewayMetrics:
         if max_tenant_label_values < 0:
             raise ValueError("max_tenant_label_values must be >= 0")
         self.registry = CollectorRegistry(auto_describe=True)
-        self._exposed = _WithoutCreated(self.registry)
+        self._exposed = WithoutCreated(self.registry)
         self.collect_hook: Callable[[], None] | None = None
         self._max_tenants = max_tenant_label_values
         self._declare_requests()
@@ -373,24 +373,6 @@ class GatewayMetrics:
         """
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self._exposed), content_type
-
-
-class _WithoutCreated(Collector):
-    """The registry minus the ``*_created`` samples prometheus_client adds to every counter and histogram child.
-
-    Prometheus does not ingest them by default, and in the text format each is one more series per child: they
-    would nearly double the scrape. Filtering here keeps that choice per registry (the library's own switch,
-    ``disable_created_metrics()``, is process-wide state).
-    """
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-
-    def collect(self) -> Iterable[Metric]:
-        for metric in self._registry.collect():
-            if metric.type in ("counter", "histogram"):
-                metric.samples = [sample for sample in metric.samples if not sample.name.endswith("_created")]
-            yield metric
 
 
 def _check(value: str, allowed: frozenset[str], what: str) -> None:
