@@ -7,7 +7,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import LOG_DIR, Gateway, Process, mock_config, start_gateway, start_mock
+from tests.support import (
+    LOG_DIR,
+    Gateway,
+    Process,
+    install_sigterm_backstop,
+    mock_config,
+    reap_all,
+    start_gateway,
+    start_mock,
+)
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     for old in LOG_DIR.glob("*.log"):
         old.unlink()
+    install_sigterm_backstop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Backstop: whatever a failed or interrupted test started is killed (atexit is the next one)."""
+    reap_all()

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import ctypes
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +27,103 @@ REDIS_URL = os.environ.get("TENANTGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 LOG_DIR = Path(os.environ.get("TENANTGATE_TEST_LOG_DIR", "/tmp/tenantgate-test-logs"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# -- every process a test starts ------------------------------------------------------------------------------
+#
+# Each one runs in its own session (process group) and is recorded here until reaped, so a failing or
+# interrupted test never leaves a gateway, mock or redis-server behind: fixtures stop what they start, and the
+# registry is the backstop (pytest_sessionfinish in tests/conftest.py, atexit, SIGTERM; and on Linux the child
+# gets SIGKILL if the test process itself is killed).
+
+_SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
+_RESERVED: list[socket.socket] = []
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(die_with_parent: bool, open_files: int | None) -> Callable[[], None]:
+    def setup() -> None:  # runs in the child between fork and exec
+        if open_files is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+        if die_with_parent:
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return setup
+
+
+def spawn(
+    args: list[str], env: dict[str, str] | None = None, *, open_files: int | None = None, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """Start a process in its own process group, registered for :func:`reap`/:func:`reap_all`.
+
+    From the main thread on Linux it is also killed when the test process dies (even by SIGKILL); a parent
+    death signal is tied to the spawning thread, so processes started from other threads rely on the rest.
+    ``open_files`` sets the child's soft RLIMIT_NOFILE.
+    """
+    main = threading.current_thread() is threading.main_thread() and sys.platform.startswith("linux")
+    setup = _child_setup(main, open_files) if main or open_files is not None else None
+    proc = subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=setup, **popen)
+    _SPAWNED[proc.pid] = proc
+    return proc
+
+
+def reap(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    """Signal the process group, wait up to ``timeout``, then SIGKILL the group; returns the exit code.
+
+    A process already waited for is only unregistered (its pid, hence its group id, may be reused by now).
+    """
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what is left of the group, the leader's children included
+        proc.wait()
+    _SPAWNED.pop(proc.pid, None)
+    return proc.returncode
+
+
+def reap_all() -> None:
+    """Kill every process a test started and did not reap (a failed or interrupted test's leftovers)."""
+    for proc in list(_SPAWNED.values()):
+        reap(proc, signal.SIGKILL, timeout=5)
+
+
+def _reap_on_sigterm(signum: int, frame: object) -> None:
+    reap_all()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def install_sigterm_backstop() -> None:
+    """A SIGTERM to the test run (a CI timeout) reaps the children before the default action."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _reap_on_sigterm)
+
+
+atexit.register(reap_all)
+
+
+def closed_port() -> int:
+    """A loopback port where nothing listens, and nothing will while this process lives (connections to it are
+    refused): the socket stays bound without listening. For dead backends; servers under test bind port 0."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _RESERVED.append(sock)
+    return int(sock.getsockname()[1])
+
+
+def wait_port_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """The port a server wrote (atomically) to ``path`` once listening."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return int(path.read_text())
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before writing {path}")
+        time.sleep(0.02)
+    raise RuntimeError(f"no port in {path} within {timeout}s")
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -50,37 +150,36 @@ class Process:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return reap(self.proc, sig, timeout)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def _spawn(args: list[str], env: dict[str, str], name: str, port: int, ready_path: str) -> Process:
+def _spawn(args: list[str], env: dict[str, str], name: str, ready_path: str, open_files: int | None = None) -> Process:
+    """Start a server with ``--port 0 --port-file``, read its port back and wait until ``ready_path`` answers."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"{name}-{port}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-    process = Process(proc, port, log_path)
+    fd, log_name = tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=LOG_DIR)
+    log_path = Path(log_name)
+    port_file = log_path.with_suffix(".port")
+    with os.fdopen(fd, "wb") as log:
+        argv = [*args, "--port", "0", "--port-file", str(port_file)]
+        proc = spawn(argv, env, open_files=open_files, stdout=log, stderr=subprocess.STDOUT)
+    process = Process(proc, 0, log_path)
     try:
+        process.port = wait_port_file(port_file, proc)
         wait_http(f"{process.url}{ready_path}", proc)
     except RuntimeError as exc:
         process.stop(signal.SIGKILL)
         raise RuntimeError(f"{exc}\n--- {name} log ---\n{process.log_text()}") from None
+    finally:
+        port_file.unlink(missing_ok=True)
     return process
 
 
 def start_mock(*extra: str) -> Process:
-    port = free_port()
-    args = [sys.executable, "-m", "tenantgate.mock.upstream", "--port", str(port), *extra]
-    return _spawn(args, dict(os.environ), "mock", port, "/health")
+    args = [sys.executable, "-m", "tenantgate.mock.upstream", *extra]
+    return _spawn(args, dict(os.environ), "mock", "/health")
 
 
 @dataclass
@@ -132,15 +231,17 @@ def gateway_env(database_url: str, tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_gateway(database_url: str, tmp: Path, config: str | None = None, **extra_env: str) -> Gateway:
-    port = free_port()
-    args = [sys.executable, "-m", "tenantgate.cli.main", "serve", "--port", str(port)]
+def start_gateway(
+    database_url: str, tmp: Path, config: str | None = None, *, open_files: int | None = None, **extra_env: str
+) -> Gateway:
+    args = [sys.executable, "-m", "tenantgate.cli.main", "serve"]
     if config is not None:
-        config_path = tmp / f"config-{port}.yaml"
-        config_path.write_text(config)
-        args += ["--config", str(config_path)]
+        fd, config_name = tempfile.mkstemp(prefix="config-", suffix=".yaml", dir=tmp)
+        with os.fdopen(fd, "w") as config_file:
+            config_file.write(config)
+        args += ["--config", config_name]
     env = gateway_env(database_url, tmp, **extra_env)
-    process = _spawn(args, env, "gateway", port, "/health")
+    process = _spawn(args, env, "gateway", "/health", open_files)
     return Gateway(process, database_url, env)
 
 

@@ -6,12 +6,10 @@ import asyncio
 import contextlib
 import threading
 
-from tests.support import free_port
-
 
 class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
-        self.port = free_port()
+        self.port = 0  # bound by start(): port 0, read back (no port picked, released and raced for)
         self._target = (target_host, target_port)
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -40,6 +38,7 @@ class TcpProxy:
 
     async def _start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def _stop(self) -> None:
         if self._server is not None:

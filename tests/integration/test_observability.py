@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.pg import reset_postgres
 from tests.redis_server import RedisServer
-from tests.support import PG_URL, Gateway, Process, free_port, mock_config, start_gateway
+from tests.support import PG_URL, Gateway, Process, closed_port, mock_config, start_gateway
 from tests.tcp_proxy import TcpProxy
 
 MESSAGES = [{"role": "user", "content": "measure me"}]
@@ -41,7 +41,7 @@ def observed(mock: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         mock_config(mock.port)
         + f"""\
   - name: dead
-    base_url: http://127.0.0.1:{free_port()}/v1
+    base_url: http://127.0.0.1:{closed_port()}/v1
     priority: 0
     models: [{{name: failover-model, upstream_model: mock-gpt}}]
   - name: alive
@@ -173,7 +173,7 @@ def test_audit_log_records_every_admin_action(observed: Gateway, mock: Process) 
 
 def test_health_when_backends_are_down(tmp_path: Path) -> None:
     config = (
-        f"backends:\n  - {{name: gone, base_url: 'http://127.0.0.1:{free_port()}/v1', models: [m]}}\n"
+        f"backends:\n  - {{name: gone, base_url: 'http://127.0.0.1:{closed_port()}/v1', models: [m]}}\n"
         "routing: {health_check_interval: 0.2, unhealthy_threshold: 1}\n"
     )
     gateway = start_gateway(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}", tmp_path, config)

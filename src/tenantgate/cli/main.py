@@ -21,13 +21,14 @@ app.add_typer(admin_commands.keys_app, name="keys")
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port, see --port-file).")] = 8080,
     config: Annotated[Path | None, typer.Option("--config", help="YAML config: backends, models, prices.")] = None,
     log_format: Annotated[str | None, typer.Option(help="json (default) or console.")] = None,
+    port_file: Annotated[
+        Path | None, typer.Option("--port-file", help="Write the bound port here (atomically) once listening.")
+    ] = None,
 ) -> None:
     """Run the gateway."""
-    import uvicorn
-
     from tenantgate.config.settings import Settings
     from tenantgate.core.logging import configure_logging
     from tenantgate.edge.app import create_asgi
@@ -44,25 +45,9 @@ def serve(
     except (ValueError, ConfigError) as exc:
         typer.echo(f"tenantgate: cannot start: {exc}", err=True)
         raise typer.Exit(2) from None
-    from tenantgate.edge.server import GatewayServer
+    from tenantgate.edge.server import build_server
 
-    server_config = uvicorn.Config(
-        application,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        proxy_headers=False,  # the gateway never uses the client address; the middleware costs ~20 µs/request
-    )
-    GatewayServer(
-        server_config,
-        application.state.gateway,
-        grace_s=settings.drain_grace_seconds,
-        delay_s=settings.drain_delay_seconds,
-    ).run()
+    build_server(application, settings, host=host, port=port, port_file=port_file).run()
 
 
 @app.command()

@@ -35,7 +35,11 @@ class Settings(BaseSettings):
     upstream_first_byte_timeout: float = 300.0  # per attempt, until the first byte (whole body if not streamed)
     request_timeout: float = 600.0  # overall deadline all attempts draw from (per-model: models.<m>.timeout)
     upstream_max_connections: int = 1000
-    default_max_output_tokens: int = 4096
+    # Tokens are counted (in a worker process) only when an upstream reports no usage; past this many
+    # seconds the request is billed on its byte bounds instead.
+    token_count_timeout: float = Field(default=5.0, gt=0)
+    # Largest non-streamed upstream answer the gateway buffers; a larger one is refused with a 502.
+    max_upstream_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
 
     # Network policy for backends registered through the admin API (SSRF protection).
     backend_allow_loopback: bool = True
@@ -49,8 +53,23 @@ class Settings(BaseSettings):
     drain_grace_seconds: float = 30.0
     drain_delay_seconds: float = 0.0
 
+    # Client connections (slow clients, header size, connection count: see tenantgate.edge.protocol).
+    # From a connection's opening (or a keep-alive request's first byte) until its headers are complete.
+    client_header_timeout: float = Field(default=10.0, gt=0)
+    client_body_timeout: float = Field(default=30.0, gt=0)  # longest silence between two pieces of a body
+    client_body_total_timeout: float = Field(default=120.0, gt=0)  # the whole request body
+    keepalive_timeout: float = Field(default=5.0, gt=0)  # idle time between requests on one connection
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)  # request line + headers; over it: 431, closed
+    # Open client connections; at the cap a new one closes the oldest connection not busy answering a request.
+    # Lowered at start when the open-file limit (raised to its hard limit) would not leave room for upstreams.
+    max_connections: int = Field(default=10_000, ge=1)
+
     auth_cache_ttl: float = 60.0
     auth_negative_ttl: float = 1.0
+    # Auth caches are keyed by client input, so each is bounded (least recently used entries go first).
+    auth_cache_max_entries: int = Field(default=100_000, ge=1)  # valid keys
+    auth_negative_cache_max_entries: int = Field(default=10_000, ge=0)  # unknown key ids (0: no negative cache)
+    auth_max_concurrent_lookups: int = Field(default=32, ge=1)  # database reads for keys not in the cache
     sync_interval: float = 0.5
 
     usage_queue_size: int = 100_000

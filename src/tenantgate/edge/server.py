@@ -6,19 +6,28 @@ stops accepting connections and lets in-flight requests and streams finish for u
 Streams still running then get an in-band error event and end. Then the lifespan shutdown flushes usage and
 closes everything, and the process exits 0 (uvicorn would re-raise the signal and exit -15). A second
 Ctrl-C forces the exit.
+
+:func:`build_server` puts the pieces together for ``tenantgate serve``: the open-file limit raised, client
+connections guarded (:mod:`tenantgate.edge.protocol`) and, with ``--port-file``, the bound port written once
+listening (so tests and supervisors can use ``--port 0``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
+from tenantgate.config.settings import Settings
 from tenantgate.edge.context import Gateway
+from tenantgate.edge.protocol import ConnectionGuard, ConnectionLimits, connection_cap, raise_open_file_limit
 
 log = logging.getLogger("tenantgate.server")
 
@@ -26,11 +35,26 @@ _FINAL_WAIT_S = 3.0  # after expiring streams, how long their error events get t
 
 
 class GatewayServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, gateway: Gateway, *, grace_s: float, delay_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        gateway: Gateway,
+        *,
+        grace_s: float,
+        delay_s: float,
+        port_file: Path | None = None,
+    ) -> None:
         super().__init__(config)
         self._gateway = gateway
         self._grace_s = grace_s
         self._delay_s = delay_s
+        self._port_file = port_file
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._port_file is not None:
+            listening = self.servers[0].sockets
+            write_port_file(self._port_file, int(listening[0].getsockname()[1]))
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit and sig == signal.SIGINT:
@@ -66,3 +90,51 @@ class GatewayServer(uvicorn.Server):
         deadline = loop.time() + seconds
         while self.server_state.tasks and loop.time() < deadline and not self.force_exit:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write the port atomically: a reader sees no file or the whole number, never a partial one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(f"{port}\n")
+    os.replace(partial, path)
+
+
+def build_server(
+    application: Any, settings: Settings, *, host: str, port: int, port_file: Path | None = None
+) -> GatewayServer:
+    """The gateway's server: uvloop + httptools behind the connection guard, with the drain on SIGTERM."""
+    gateway: Gateway = application.state.gateway
+    open_files = raise_open_file_limit()
+    cap = connection_cap(settings.max_connections, open_files, settings.upstream_max_connections)
+    if cap < settings.max_connections:
+        log.warning("max_connections lowered to %d: the open-file limit is %d", cap, open_files)
+    limits = ConnectionLimits(
+        header_timeout=settings.client_header_timeout,
+        body_timeout=settings.client_body_timeout,
+        body_total_timeout=settings.client_body_total_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
+        max_header_bytes=settings.max_header_bytes,
+        max_connections=cap,
+    )
+    guard = ConnectionGuard(limits, gateway.metrics.connection_closed)
+    config = uvicorn.Config(
+        application,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http=guard.protocol_class(),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        proxy_headers=False,  # the gateway never uses the client address; the middleware costs ~20 µs/request
+    )
+    server = GatewayServer(
+        config,
+        gateway,
+        grace_s=settings.drain_grace_seconds,
+        delay_s=settings.drain_delay_seconds,
+        port_file=port_file,
+    )
+    connections = server.server_state.connections
+    gateway.metrics.watch_connections(lambda: len(connections))
+    return server

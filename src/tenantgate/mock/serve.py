@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -31,20 +33,25 @@ async def start_mock(options: MockOptions, host: str = "127.0.0.1", port: int = 
     return runner, int(runner.addresses[0][1])
 
 
-async def _serve(host: str, port: int, options: MockOptions) -> None:
+async def _serve(host: str, port: int, options: MockOptions, port_file: Path | None) -> None:
     runner, bound = await start_mock(options, host, port)
     stop = asyncio.Event()
     with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print(f"tenantgate mock upstream listening on http://{host}:{bound}", flush=True)
+    if port_file is not None:  # atomically: a reader sees no file or the whole port
+        partial = port_file.with_name(f".{port_file.name}.{os.getpid()}.tmp")
+        partial.write_text(f"{bound}\n")
+        os.replace(partial, port_file)
     try:
         await stop.wait()
     finally:
         await runner.cleanup()
 
 
-def run(host: str, port: int, options: MockOptions) -> None:
-    """Serve until SIGINT/SIGTERM (blocking); the first stdout line names the bound port (for port 0)."""
+def run(host: str, port: int, options: MockOptions, port_file: Path | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (blocking); the first stdout line names the bound port (for port 0), and
+    ``port_file``, when given, receives it once listening."""
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
         import uvloop
@@ -53,7 +60,7 @@ def run(host: str, port: int, options: MockOptions) -> None:
     except ImportError:
         pass
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve(host, port, options))
+        runner.run(_serve(host, port, options, port_file))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m tenantgate.mock.upstream", description="Serve the OpenAI-compatible mock upstream."
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--port", type=int, default=8081, help="0: any free port (see --port-file)")
+    parser.add_argument("--port-file", type=Path, default=None, help="write the bound port here once listening")
     parser.add_argument("--ttft", type=float, default=0.0, help="seconds before the first chunk")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream chunks")
     parser.add_argument("--chunks", type=int, default=8, help="content chunks (words) per reply")
@@ -71,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     options = MockOptions(ttft=args.ttft, chunk_delay=args.chunk_delay, chunks=args.chunks, api_key=args.api_key)
     if args.models:
         options.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    run(args.host, args.port, options)
+    run(args.host, args.port, options, args.port_file)
 
 
 if __name__ == "__main__":

@@ -190,6 +190,11 @@ class GatewayMetrics:
         self.limit_refusals = self._counter(
             "tenantgate_limit_refusals_total", "Requests refused by limits or budgets, by kind.", ["kind"]
         )
+        self.reservation_overshoot = self._counter(
+            "tenantgate_reservation_overshoot_total",
+            "Usage billed beyond what was reserved (kind=tokens: tokens, kind=usd: USD).",
+            ["kind"],
+        )
 
     def _declare_dependencies(self) -> None:
         self.usage_queue_depth = self._gauge("tenantgate_usage_queue_depth", "Usage records waiting to be written.")
@@ -206,6 +211,14 @@ class GatewayMetrics:
             "tenantgate_limits_store_state", "State of the limits store (one-hot).", ["state"]
         )
         self.database_up = self._gauge("tenantgate_database_up", "1 if the database answered the last check.")
+        # Reasons are tenantgate.edge.protocol.CloseReason: header_timeout, body_timeout, header_too_large (431),
+        # evicted (oldest waiting connection closed at the connection cap), refused (cap reached, all busy).
+        self.connections_closed = self._counter(
+            "tenantgate_connections_closed_total",
+            "Client connections the gateway closed to protect itself, by reason.",
+            ["reason"],
+        )
+        self.connections_open = self._gauge("tenantgate_connections_open", "Client connections open right now.")
 
     # -- request path --------------------------------------------------------------------------------------
 
@@ -302,6 +315,13 @@ class GatewayMetrics:
             child = self._refusal_children[kind] = self.limit_refusals.labels(kind)
         child.inc()
 
+    def reservation_overshot(self, tokens: int, cost_usd: float) -> None:
+        """An upstream used more than its reservation (the store billed it in full); pass the excess only."""
+        if tokens > 0:
+            self.reservation_overshoot.labels("tokens").inc(tokens)
+        if cost_usd > 0:
+            self.reservation_overshoot.labels("usd").inc(cost_usd)
+
     # -- state (set by health checks and the collect hook) -----------------------------------------------
 
     def set_backend_health(self, backend: str, state: BackendState) -> None:
@@ -345,6 +365,13 @@ class GatewayMetrics:
 
     def set_database_up(self, up: bool) -> None:
         self.database_up.set(1 if up else 0)
+
+    def connection_closed(self, reason: str) -> None:
+        self.connections_closed.labels(reason).inc()
+
+    def watch_connections(self, count: Callable[[], int]) -> None:
+        """Read ``tenantgate_connections_open`` from ``count`` at scrape time."""
+        self.connections_open.set_function(count)
 
     # -- exposition ----------------------------------------------------------------------------------------
 
