@@ -30,6 +30,7 @@ from tenantgate.limits import (
     build_limit_store,
     period_bounds,
 )
+from tenantgate.limits import algorithms as alg
 from tests.support import require_redis
 
 REDIS_URL = os.environ.get("TENANTGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -522,3 +523,153 @@ async def test_redis_keys_expire_on_their_own(make_redis_store: StoreMaker) -> N
     spend_ttl = next(ttl for name, ttl in ttls.items() if "{tenant:ten_a}:spend:" in name)
     assert month_end - now < spend_ttl / 1000 <= month_end - now + 8 * 86_400
     assert all(0 < ttl <= 150_000 for name, ttl in ttls.items() if ":spend:" not in name)  # lease + 2 min
+
+
+# --- prices at the edges: free, tiny, huge, non-finite (issue 9, class 12) ---------------------------------------
+
+
+def healthy(store: LimitStore) -> bool:
+    """No call failed on the backend: a Redis script error would count towards (or open) the breaker."""
+    status = store.status()
+    return bool(status["state"] == "ok" and status.get("consecutive_failures", 0) == 0)
+
+
+@pytest.mark.parametrize("cost", [0.0, -0.0])
+async def test_free_model_settles_release_the_slot_and_keep_the_store_healthy(
+    make_store: StoreMaker, cost: float
+) -> None:
+    """A model priced at 0 reserves and settles 0 nano-USD. Releasing such a lease must not send Redis a
+    negative zero ("-0" is not an integer to HINCRBY): that left the slot held and counted as a Redis failure,
+    so a handful of free requests opened the breaker and every tenant got 503."""
+    store = make_store()
+    scopes = [key(rpm=1000, max_concurrency=1), tenant(tpm=100_000, max_concurrency=1, budget_usd=1.0)]
+    for i in range(12):  # more than the breaker threshold, one slot: a leaked lease refuses the next one
+        ticket = await store.reserve(scopes, Demand(tokens=50, cost_usd=cost), now=T0 + i)
+        assert not await store.settle(ticket, 30, cost, now=T0 + i)
+    for scope in scopes:
+        usage = await store.snapshot(scope, now=T0 + 12)
+        assert (usage.requests, usage.tokens, usage.in_flight) == (12, 360, 0)
+        assert (usage.spent_usd, usage.reserved_usd) == (0.0, 0.0)
+    assert healthy(store), store.status()
+
+
+async def test_tiny_costs_count_in_whole_nano_usd(make_store: StoreMaker) -> None:
+    store, scope = make_store(), tenant(budget_usd=1e-6)  # 1,000 nano-USD
+    for cost in (1e-12, 4e-10, 6e-10, 1e-9, 2.2e-9):
+        ticket = await store.reserve([scope], Demand(tokens=1, cost_usd=cost), now=T0)
+        await store.settle(ticket, 1, cost, now=T0)
+    usage = await store.snapshot(scope, now=T0)
+    assert usage.spent_usd == pytest.approx(4e-9, abs=1e-15)  # 0 + 0 + 1 + 1 + 2 nano-USD
+    assert usage.reserved_usd == 0.0 and usage.in_flight == 0
+    assert healthy(store), store.status()
+
+
+@pytest.mark.parametrize("cost", [1e6, 1e7, 1e308, math.inf, math.nan])
+async def test_huge_or_non_finite_costs_are_clamped_not_crashing(make_store: StoreMaker, cost: float) -> None:
+    """A broken price must never crash the store, overflow Redis integers or pass for free under a budget."""
+    store = make_store()
+    budgeted = tenant(budget_usd=5.0)
+    with pytest.raises(RateLimited) as info:
+        await store.reserve([budgeted], Demand(tokens=1, cost_usd=cost), now=T0)
+    assert info.value.code == "insufficient_quota"
+    # Without a budget it is admitted; the settle bills at most the cap and the store keeps working.
+    unbudgeted = key(rpm=100, max_concurrency=1)
+    ticket = await store.reserve([unbudgeted], Demand(tokens=1, cost_usd=cost), now=T0)
+    beyond = await store.settle(ticket, 1, cost, now=T0)
+    assert not beyond  # reserved as much as it settled: the same clamped amount
+    usage = await store.snapshot(unbudgeted, now=T0)
+    assert usage.spent_usd == pytest.approx(alg.nano_to_usd(alg.MAX_COST_NANO)) and usage.in_flight == 0
+    # A free request on a budgeted scope whose settle reports the broken cost: billed (clamped), then refused.
+    small = await store.reserve([budgeted], Demand(tokens=1, cost_usd=0.0), now=T0 + 1)
+    beyond = await store.settle(small, 1, cost, now=T0 + 1)
+    assert beyond.nano_usd == alg.MAX_COST_NANO and beyond.cost_usd == pytest.approx(1e6)
+    assert not await admitted(store, [budgeted], Demand(tokens=1, cost_usd=0.0), T0 + 2)
+    assert await admitted(store, [unbudgeted], SMALL, T0 + 2)
+    assert healthy(store), store.status()
+
+
+async def test_spend_saturates_instead_of_overflowing(make_store: StoreMaker) -> None:
+    """Seeded and accumulated spend stay below Redis's 64-bit limit however absurd the amounts."""
+    store, scope = make_store(), tenant(budget_usd=1e6)
+    start, _ = period_bounds("monthly", T0)
+    await store.seed_spend(scope.name, start, 1e308)
+    await store.seed_spend("tenant:nan", start, math.nan)
+    for i in range(12):
+        ticket = await store.reserve([Scope(scope.name, Limits(rpm=1000))], SMALL, now=T0 + i)
+        await store.settle(ticket, 10, math.inf, now=T0 + i)
+    usage = await store.snapshot(scope, now=T0 + 12)
+    assert usage.spent_usd == alg.nano_to_usd(alg.MAX_AMOUNT_NANO) and usage.remaining_usd == 0.0
+    assert not await admitted(store, [scope], Demand(tokens=1, cost_usd=0.0), T0 + 12)
+    nan_seeded = await store.snapshot(Scope("tenant:nan", Limits(budget_usd=1e9)), now=T0)
+    assert nan_seeded.spent_usd == alg.nano_to_usd(alg.MAX_AMOUNT_NANO)  # unknown spend counts as spent
+    assert healthy(store), store.status()
+
+
+@pytest.mark.parametrize("budget", [math.nan, -1.0])
+async def test_a_broken_budget_refuses_instead_of_unlimiting(make_store: StoreMaker, budget: float) -> None:
+    store = make_store()
+    with pytest.raises(RateLimited) as info:
+        await store.reserve([tenant(budget_usd=budget)], Demand(tokens=1, cost_usd=0.01), now=T0)
+    assert info.value.code == "insufficient_quota"
+    assert await admitted(store, [tenant(budget_usd=math.inf)], Demand(tokens=1, cost_usd=1e5), T0)
+    assert healthy(store), store.status()
+
+
+async def test_absurd_token_counts_are_clamped_not_crashing(make_store: StoreMaker) -> None:
+    """A client's max_tokens or an upstream's usage of 10**30 must not poison the scope's counters."""
+    store, budget_only = make_store(), tenant(budget_usd=10.0)
+    ticket = await store.reserve([budget_only], Demand(tokens=10**30, cost_usd=0.0), now=T0)
+    await store.settle(ticket, 10**30, 0.0, now=T0)
+    assert (await store.snapshot(budget_only, now=T0)).tokens == alg.MAX_TOKENS
+    assert await admitted(store, [budget_only], SMALL, T0 + 1)
+    assert (await store.snapshot(budget_only, now=T0 + 60.5)).tokens == 10  # the clamped entry left the window
+    with pytest.raises(RateLimited) as info:
+        await store.reserve([key(tpm=1000)], Demand(tokens=10**30, cost_usd=0.0), now=T0)
+    assert info.value.headers["x-should-retry"] == "false"
+    assert healthy(store), store.status()
+
+
+# --- overshoot: usage beyond the reservation is billed in full (issue 9, class 1) ----------------------------
+
+
+async def test_budget_overshoot_is_billed_in_full_and_refuses_until_the_period_ends(make_store: StoreMaker) -> None:
+    store, scope = make_store(), tenant(budget_usd=1.0)
+    ticket = await store.reserve([scope], Demand(tokens=100, cost_usd=0.1), now=T0)
+    beyond = await store.settle(ticket, 900, 1.5, now=T0 + 1)
+    assert beyond.tokens == 800 and beyond.nano_usd == alg.usd_to_nano(1.4)
+    assert not await store.settle(ticket, 900, 1.5, now=T0 + 2)  # reported once; the spend is counted once too
+    usage = await store.snapshot(scope, now=T0 + 2)
+    assert usage.spent_usd == pytest.approx(1.5) and usage.remaining_usd == 0.0
+    for demand in (Demand(tokens=1, cost_usd=0.0), Demand(tokens=1, cost_usd=1e-9), Demand(tokens=0, cost_usd=0.0)):
+        with pytest.raises(RateLimited) as info:  # even free requests: the key is in debt
+            await store.reserve([scope], demand, now=T0 + 3)
+        assert info.value.code == "insufficient_quota" and info.value.headers["x-should-retry"] == "false"
+    next_month = ts(2025, 4, 1)
+    assert await admitted(store, [scope], Demand(tokens=1, cost_usd=0.5), next_month)
+
+
+async def test_tpm_overshoot_is_counted_in_full_until_the_window_slides(make_store: StoreMaker) -> None:
+    store, scope = make_store(), key(tpm=1000)
+    ticket = await store.reserve([scope], Demand(tokens=100, cost_usd=0.0), now=T0)
+    beyond = await store.settle(ticket, 5000, 0.0, now=T0 + 5)
+    assert beyond.tokens == 4900 and beyond.nano_usd == 0
+    assert (await store.snapshot(scope, now=T0 + 5)).tokens == 5000
+    for at in (T0 + 5, T0 + 30, T0 + 59.9):
+        with pytest.raises(RateLimited) as info:
+            await store.reserve([scope], Demand(tokens=1, cost_usd=0.0), now=at)
+        assert info.value.code == "rate_limit_exceeded"
+    assert await admitted(store, [scope], Demand(tokens=1000, cost_usd=0.0), T0 + 60)
+
+
+async def test_overshoot_under_concurrency_is_billed_for_every_request(make_store: StoreMaker) -> None:
+    """200 concurrent reservations, each settling 3x its reservation: the budget is exceeded by exactly what
+    the upstream reported (nothing lost, nothing clamped), and the key is then refused."""
+    store, scope = make_store(), key(budget_usd=2.0, tpm=1_000_000)
+    demand = Demand(tokens=10, cost_usd=0.01)
+    tickets, _ = await burst(store, [scope], 200, demand, T0)
+    assert len(tickets) == 200
+    results = await asyncio.gather(*(store.settle(t, 30, 0.03, now=T0 + 1) for t in tickets))
+    assert all(r.tokens == 20 and r.nano_usd == alg.usd_to_nano(0.02) for r in results)
+    usage = await store.snapshot(scope, now=T0 + 1)
+    assert usage.spent_usd == pytest.approx(6.0) and usage.tokens == 6000 and usage.in_flight == 0
+    assert not await admitted(store, [scope], Demand(tokens=1, cost_usd=0.0), T0 + 2)

@@ -1,7 +1,8 @@
 """Redis trouble must never hang a request: kill, freeze and restart a private redis-server.
 
-Each test starts its own ``redis-server`` on a free port, so the shared Redis is never disturbed. The wall-time
-assertions are hang guards (a request must not wait for TCP or socket defaults), not benchmarks.
+Each test starts its own ``redis-server`` (on a Unix socket, see tests/redis_server.py), so the shared Redis
+is never disturbed. The wall-time assertions are hang guards (a request must not wait for socket defaults),
+not benchmarks.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -18,6 +17,7 @@ import pytest
 
 from tenantgate.core.errors import RateLimited, ServiceUnavailable
 from tenantgate.limits import Demand, FailMode, Limits, LimitStore, Scope, Ticket, build_limit_store
+from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis]
 
@@ -27,43 +27,11 @@ HANG_GUARD_S = 1.0
 SETTLE_RETRY_GUARD_S = 5.0  # settles retry with back-off (0.1 s doubling, 5 attempts) before giving up
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisProcess:
-    """A throw-away redis-server without persistence on a fixed port, restartable on the same port."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--daemonize", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+class RedisProcess(RedisServer):
+    """A throw-away redis-server without persistence, restartable on the same (Unix socket) address."""
 
     def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
+        self.stop()
 
     def freeze(self) -> None:
         assert self.proc is not None

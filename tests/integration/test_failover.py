@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import Gateway, Process, free_port, start_gateway, start_mock
+from tests.support import Gateway, Process, closed_port, start_gateway, start_mock
 
 BODY = {"messages": [{"role": "user", "content": "fail over"}]}
 
@@ -78,7 +78,7 @@ routing:
 @pytest.fixture(scope="module")
 def gateway_ha(fleet: dict[str, Process], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp: Path = tmp_path_factory.mktemp("failover")
-    gw = start_gateway(f"sqlite+aiosqlite:///{tmp / 'tg.db'}", tmp, fleet_config(fleet, free_port()))
+    gw = start_gateway(f"sqlite+aiosqlite:///{tmp / 'tg.db'}", tmp, fleet_config(fleet, closed_port()))
     yield gw
     gw.process.stop()
 
@@ -92,6 +92,11 @@ def key(gateway_ha: Gateway, fleet: dict[str, Process]) -> Iterator[dict[str, An
     yield gateway_ha.create_key(tenant["id"])
     for mock in fleet.values():
         faults(mock)
+
+
+def second_key(gateway: Gateway) -> dict[str, Any]:
+    tenant = gateway.create_tenant(f"fo-other-{time.monotonic_ns()}")
+    return gateway.create_key(tenant["id"])
 
 
 def call(gateway: Gateway, key: dict[str, Any], model: str, **extra: Any) -> httpx.Response:
@@ -127,15 +132,18 @@ def test_connect_refused_fails_over_and_is_ejected(gateway_ha: Gateway, key: dic
 def test_fallback_model_when_all_own_backends_fail(gateway_ha: Gateway, key: dict[str, Any]) -> None:
     response = call(gateway_ha, key, "deadonly")
     assert response.status_code == 200
-    assert response.json()["model"] == "mock-small", "served by the fallback model's backend"
+    assert by_backend(gateway_ha, key) == {"b": 1}, "served by the fallback model's backend"
+    assert response.json()["model"] == "deadonly"  # the client sees the name it asked for
 
 
 def test_500_and_429_move_to_the_next_backend(
     gateway_ha: Gateway, key: dict[str, Any], fleet: dict[str, Process]
 ) -> None:
     faults(fleet["a"], status=500)
-    assert [call(gateway_ha, key, "prio").status_code for _ in range(5)] == [200] * 5
-    assert by_backend(gateway_ha, key) == {"b": 5}
+    other = second_key(gateway_ha)  # one tenant alone cannot eject a shared backend: two fail on it here
+    callers = (key, other, key, other, key)
+    assert [call(gateway_ha, caller, "prio").status_code for caller in callers] == [200] * 5
+    assert by_backend(gateway_ha, key) == {"b": 3}
     assert stats(fleet["a"])["requests"].get("/v1/chat/completions", 0) <= 2, "ejected after 2 failures"
     assert backend_view(gateway_ha, "a")["state"] in ("ejected", "unhealthy")
     faults(fleet["a"], status=429)
@@ -163,8 +171,9 @@ def test_panic_mode_uses_ejected_backends_rather_than_failing(
 ) -> None:
     for name in ("a", "b"):
         faults(fleet[name], status=503)
-    for _ in range(6):
-        assert call(gateway_ha, key, "panic").status_code == 502
+    other = second_key(gateway_ha)
+    for caller in (key, other) * 3:
+        assert call(gateway_ha, caller, "panic").status_code == 502
     for name in ("a", "b"):
         faults(fleet[name])
     # Both are ejected now; with everything ejected the gateway still tries them instead of refusing.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tenantgate.routing.health import HealthConfig, HealthRegistry
+from tenantgate.routing.health import FailureKind, HealthConfig, HealthRegistry
 
 
 class Clock:
@@ -194,3 +194,72 @@ def test_long_errors_are_clipped(reg: HealthRegistry) -> None:
     reg.record_failure("b1", "5xx", "x" * 5000)
     error = reg.status("b1").last_error
     assert error is not None and len(error) <= 300
+
+
+# --- passive ejection cannot be steered by one tenant (issue 9, class 11) ------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["5xx", "timeout", "connect"])
+def test_one_tenant_alone_cannot_eject_a_shared_backend(reg: HealthRegistry, kind: FailureKind) -> None:
+    """A tenant whose crafted requests make the upstream fail (or run into the timeout) any number of times in a
+    row does not take the backend away from everybody else."""
+    for _ in range(100):
+        reg.record_failure("b1", kind, "HTTP 500", tenant_id="ten_attacker")
+    status = reg.status("b1")
+    assert status.state == "healthy" and status.consecutive_failures == 100
+    assert reg.view().of("b1").available_at(reg.now())
+
+
+def test_one_tenant_plus_a_single_stray_failure_is_not_enough(reg: HealthRegistry) -> None:
+    """Background noise (one unlucky request of another tenant) must not complete the attacker's streak: one tenant
+    supplies at most half (rounded up) of the failures that eject."""
+    for _ in range(50):
+        reg.record_failure("b1", "5xx", "HTTP 500", tenant_id="ten_attacker")
+    reg.record_failure("b1", "5xx", "HTTP 500", tenant_id="ten_honest")
+    assert reg.status("b1").state == "healthy"
+    reg.record_failure("b1", "5xx", "HTTP 500", tenant_id="ten_other")  # 3 (capped) + 2 others = 5
+    assert reg.status("b1").state == "ejected"
+
+
+def test_failures_spread_over_tenants_still_eject(reg: HealthRegistry, clock: Clock) -> None:
+    for i in range(4):
+        reg.record_failure("b1", "5xx", "HTTP 503", tenant_id=f"ten_{i % 2}")
+    assert reg.status("b1").state == "healthy"
+    reg.record_failure("b1", "timeout", "no answer in time", tenant_id="ten_1")  # ten_0: 2, ten_1: 3 (cap 3)
+    status = reg.status("b1")
+    assert status.state == "ejected" and status.ejected_until == clock.now + 10.0
+
+
+def test_failures_no_payload_can_cause_count_in_full(reg: HealthRegistry) -> None:
+    """A refused TCP connect happens before any payload is sent; the caller reports it without a tenant and it
+    counts in full. The same kind with a tenant is capped: aiohttp reports an upstream that drops the connection
+    after reading a crafted payload as a connection error too, so the kind alone proves nothing."""
+    for _ in range(10):
+        reg.record_failure("b1", "connect", "server disconnected", tenant_id="ten_a")
+    assert reg.status("b1").state == "healthy"
+    for _ in range(2):
+        reg.record_failure("b1", "connect", "connection refused")
+    assert reg.status("b1").state == "ejected"  # 3 (ten_a, capped) + 2 without a tenant
+
+
+def test_a_success_resets_the_per_tenant_streak(reg: HealthRegistry) -> None:
+    for _ in range(3):
+        reg.record_failure("b1", "5xx", "HTTP 500", tenant_id="ten_a")
+    reg.record_success("b1", 0.1)
+    for i in range(4):  # ten_a's earlier failures no longer count: 1 (a) + 3 others would be needed
+        reg.record_failure("b1", "5xx", "HTTP 500", tenant_id="ten_a" if i % 2 else f"ten_{i}")
+    assert reg.status("b1").state == "healthy"
+
+
+def test_threshold_of_two_needs_two_tenants(clock: Clock) -> None:
+    reg = HealthRegistry(HealthConfig(consecutive_failures_to_eject=2), clock=clock)
+    for _ in range(10):
+        reg.record_failure("b1", "5xx", "HTTP 500", tenant_id="ten_a")
+    assert reg.status("b1").state == "healthy"
+    reg.record_failure("b1", "5xx", "HTTP 500", tenant_id="ten_b")
+    assert reg.status("b1").state == "ejected"
+
+
+def test_per_tenant_cap_is_half_the_threshold_rounded_up() -> None:
+    caps = [HealthConfig(consecutive_failures_to_eject=n).per_tenant_cap for n in (1, 2, 3, 5, 7, 10)]
+    assert caps == [1, 1, 2, 3, 4, 5]

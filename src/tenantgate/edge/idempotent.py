@@ -10,6 +10,10 @@ reconnects with the same key and receives the rest, while the upstream generates
 
 Only successful answers are stored: an error before or from the upstream abandons the record so a retry runs
 afresh. A stream that breaks after it started is stored as it happened (its error event included).
+
+The store is wrapped in :class:`GuardedIdempotencyStore`, so Redis or database trouble is always
+:class:`IdempotencyUnavailable`: a claim answers 503 ``idempotency_unavailable`` (before any upstream call), a
+follower ends its stream with that error in-band, and an answer that could not be recorded is still delivered.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from tenantgate.edge.relay import error_event
 from tenantgate.edge.request import ParsedRequest
 from tenantgate.edge.responses import RelayResponse, json_response
 from tenantgate.idempotency import (
+    GuardedIdempotencyStore,
     IdempotencyError,
     IdempotencyStore,
+    IdempotencyUnavailable,
     IdemScope,
     LeaseLost,
     StoredResponse,
@@ -75,15 +81,19 @@ class Claimed:
     lease_s: float
 
     async def abandon(self) -> None:
-        with contextlib.suppress(IdempotencyError):
+        """Best effort, on error paths: never replaces the error being handled."""
+        with contextlib.suppress(IdempotencyError, IdempotencyUnavailable):
             await self.store.abandon(self.scope, self.owner)
 
     async def store_response(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        """The client gets its answer even if it cannot be recorded (the upstream already ran and was billed)."""
         kept = {name: value for name, value in headers.items() if name in _STORED_HEADERS}
         try:
             await self.store.finish(self.scope, self.owner, StoredResponse(status, kept, body), self.ttl_s)
         except IdempotencyError:
             log.warning("idempotency record was taken over before the result could be stored")
+        except IdempotencyUnavailable:
+            log.warning("idempotency store unavailable: a result was delivered but not recorded for replay")
 
     async def generate(self, events: AsyncIterator[bytes], on_done: Callable[[], Awaitable[None]]) -> None:
         """Pump a stream into the store, whoever is listening (the background task of a resumable stream)."""
@@ -102,6 +112,9 @@ class Claimed:
             )
         except LeaseLost:
             log.warning("idempotent stream lost its lease; recording stopped")
+        except IdempotencyUnavailable:
+            log.warning("idempotency store unavailable; recording of a resumable stream stopped")
+            await self.abandon()
         except Exception:
             log.exception("idempotent stream recording failed")
             await self.abandon()
@@ -113,7 +126,9 @@ class Claimed:
 
 class Idempotency:
     def __init__(self, store: IdempotencyStore, *, ttl_s: float, lease_s: float, purge_every_s: float = 600) -> None:
-        self.store = store
+        self.store: IdempotencyStore = (
+            store if isinstance(store, GuardedIdempotencyStore) else GuardedIdempotencyStore(store)
+        )
         self._ttl_s = ttl_s
         self._lease_s = lease_s
         self._purge_every_s = purge_every_s
@@ -197,6 +212,8 @@ class Idempotency:
                     "The stream this request attached to was lost; retry with a new key.", code="idempotent_stream_lost"
                 )
             )
+        except IdempotencyUnavailable as unavailable:  # headers are sent: end the stream with the error in-band
+            yield b"data: " + unavailable.body_bytes() + b"\n\n"
 
 
 async def _replay(events: list[bytes]) -> AsyncIterator[bytes]:

@@ -8,6 +8,7 @@ the database (the one-process default, durable) and Redis (several replicas).
 """
 
 from tenantgate.idempotency.database import DatabaseIdempotencyStore
+from tenantgate.idempotency.guarded import GuardedIdempotencyStore
 from tenantgate.idempotency.memory import MemoryIdempotencyStore
 from tenantgate.idempotency.model import (
     DEFAULT_TTL_S,
@@ -17,6 +18,7 @@ from tenantgate.idempotency.model import (
     Clock,
     IdempotencyError,
     IdempotencyStore,
+    IdempotencyUnavailable,
     IdemScope,
     LeaseLost,
     StoredResponse,
@@ -33,9 +35,11 @@ __all__ = [
     "ClaimKind",
     "Clock",
     "DatabaseIdempotencyStore",
+    "GuardedIdempotencyStore",
     "IdemScope",
     "IdempotencyError",
     "IdempotencyStore",
+    "IdempotencyUnavailable",
     "LeaseLost",
     "MemoryIdempotencyStore",
     "RedisIdempotencyStore",

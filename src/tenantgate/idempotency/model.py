@@ -21,6 +21,8 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from tenantgate.core.errors import ServiceUnavailable
+
 Clock = Callable[[], float]
 """Seconds since the epoch; :func:`time.time` in production, a controllable fake in tests."""
 
@@ -108,6 +110,20 @@ class StreamLost(IdempotencyError):
     """The stream being followed will never complete: its record is gone (abandoned, expired, purged), was
     taken over by another owner, or its owner's lease expired. Ending the attached response is the only option;
     returning "finished" instead would pass a truncated stream off as a complete one."""
+
+
+class IdempotencyUnavailable(ServiceUnavailable):
+    """The idempotency store could not be reached or failed (Redis down or timing out, a database error).
+
+    A request that asked for idempotency cannot be run safely without its record, so the client gets the
+    documented fail mode: 503 ``idempotency_unavailable`` with ``retry-after``, never a 500. Deliberately not
+    an :class:`IdempotencyError`, so code that expects a lost lease cannot swallow an outage by accident.
+    """
+
+    code = "idempotency_unavailable"
+
+    def __init__(self, message: str = "Idempotency-Key requests are unavailable right now; retry shortly.") -> None:
+        super().__init__(message, param="Idempotency-Key", headers={"retry-after": "1"})
 
 
 @dataclass(frozen=True, slots=True)

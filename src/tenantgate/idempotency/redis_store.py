@@ -65,8 +65,12 @@ class RedisIdempotencyStore(WaitsForEvents):
         orphan_ttl_seconds: float = ORPHAN_TTL_S,
         poll_interval: float = 0.02,
         socket_timeout: float | None = 5.0,
+        socket_connect_timeout: float | None = 2.0,
     ) -> None:
-        self._client: Redis = Redis.from_url(redis_url, socket_timeout=socket_timeout)
+        # Bounded connects too: an unreachable Redis must answer 503 soon, not after the OS's TCP timeout.
+        self._client: Redis = Redis.from_url(
+            redis_url, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
+        )
         self._prefix = key_prefix
         self._clock = clock
         self._orphan_ttl = orphan_ttl_seconds

@@ -8,18 +8,30 @@ same, built by :func:`build_limit_store`.
 
 from tenantgate.limits.factory import build_limit_store
 from tenantgate.limits.memory import MemoryLimitStore
-from tenantgate.limits.model import BudgetPeriod, Demand, Limits, LimitStore, Scope, ScopeUsage, Ticket
+from tenantgate.limits.model import (
+    NO_OVERSHOOT,
+    BudgetPeriod,
+    Demand,
+    Limits,
+    LimitStore,
+    Overshoot,
+    Scope,
+    ScopeUsage,
+    Ticket,
+)
 from tenantgate.limits.periods import period_bounds
 from tenantgate.limits.redis_store import RedisLimitStore
 from tenantgate.limits.resilient import FailMode, ResilientLimitStore
 
 __all__ = [
+    "NO_OVERSHOOT",
     "BudgetPeriod",
     "Demand",
     "FailMode",
     "LimitStore",
     "Limits",
     "MemoryLimitStore",
+    "Overshoot",
     "RedisLimitStore",
     "ResilientLimitStore",
     "Scope",

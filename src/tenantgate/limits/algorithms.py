@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tenantgate.core.errors import RateLimited
-from tenantgate.limits.model import Limits, Scope
+from tenantgate.limits.model import NO_OVERSHOOT, Demand, Limits, Overshoot, Scope
 from tenantgate.limits.periods import describe, iso, period_bounds
 
 WINDOW_S = 60.0
@@ -33,13 +33,60 @@ TOTAL_BUDGET_RETRY_S = 86_400.0
 Kind = Literal["requests", "tokens", "concurrency", "budget"]
 
 
-def usd_to_nano(usd: float) -> int:
-    """Dollars to integer nano-dollars, rounded so 0.01 is exactly 10_000_000."""
-    return round(usd * NANO_PER_USD)
+MAX_COST_NANO = 10**15
+"""One reservation, settle or refund counts at most 1,000,000 USD: a bigger (or infinite, or NaN) cost can only
+come from a broken price and must neither crash the store nor overflow Redis's 64-bit integers."""
+MAX_AMOUNT_NANO = 10**18
+"""Budgets, seeded spend and a period's accumulated spend saturate at 1e9 USD (Redis integers end at ~9.2e18)."""
+MAX_TOKENS = 10**12
+"""Token counts per reservation or settle are clamped here for the same reason."""
+
+
+def usd_to_nano(usd: float, cap: int = MAX_AMOUNT_NANO) -> int:
+    """Dollars to integer nano-dollars, rounded so 0.01 is exactly 10_000_000, clamped to ``[0, cap]``.
+
+    Never negative (``-0.0`` and any negative become ``0``: Redis's integer commands reject ``"-0"``), never
+    above ``cap``; ``+inf`` and NaN become ``cap``, so a broken price refuses under a budget instead of
+    passing for free or raising.
+    """
+    if usd != usd or usd >= cap / NANO_PER_USD:  # NaN compares unequal to itself
+        return cap
+    if usd <= 0:
+        return 0
+    return min(round(usd * NANO_PER_USD), cap)
+
+
+def cost_to_nano(usd: float) -> int:
+    """A request's cost (reserve, settle): :func:`usd_to_nano` capped at :data:`MAX_COST_NANO`."""
+    return usd_to_nano(usd, MAX_COST_NANO)
+
+
+def budget_to_nano(usd: float) -> int:
+    """A budget: like :func:`usd_to_nano`, but a NaN budget is 0 (refuse), never "unlimited"."""
+    return 0 if usd != usd else usd_to_nano(usd)
+
+
+def clamp_tokens(tokens: float) -> int:
+    """A token count in ``[0, MAX_TOKENS]``; NaN counts as the maximum (refused by any tpm limit)."""
+    if tokens != tokens or tokens >= MAX_TOKENS:
+        return MAX_TOKENS
+    return int(tokens) if tokens > 0 else 0
+
+
+def add_spend(spent: int, cost: int) -> int:
+    """A period's spend after a settle: saturates at :data:`MAX_AMOUNT_NANO` (mirrored in the settle script)."""
+    return min(spent + cost, MAX_AMOUNT_NANO)
 
 
 def nano_to_usd(nano: int) -> float:
     return nano / NANO_PER_USD
+
+
+def overshoot(demand: Demand, tokens: int, cost_nano: int) -> Overshoot:
+    """How far settled usage (already clamped) went beyond what ``demand`` reserved."""
+    extra_tokens = max(tokens - clamp_tokens(demand.tokens), 0)
+    extra_nano = max(cost_nano - cost_to_nano(demand.cost_usd), 0)
+    return Overshoot(extra_tokens, extra_nano) if extra_tokens or extra_nano else NO_OVERSHOOT
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +121,7 @@ def admits(limits: Limits, state: ScopeState, tokens: int, cost_nano: int) -> bo
     if limits.max_concurrency is not None and state.in_flight + 1 > limits.max_concurrency:
         return False
     if limits.budget_usd is not None:
-        return state.spent_nano + state.reserved_nano + cost_nano <= usd_to_nano(limits.budget_usd)
+        return state.spent_nano + state.reserved_nano + cost_nano <= budget_to_nano(limits.budget_usd)
     return True
 
 
@@ -121,7 +168,7 @@ def _budget_violation(scope: Scope, state: ScopeState, cost_nano: int, now: floa
     lim = scope.limits
     if lim.budget_usd is None:
         return None
-    budget = usd_to_nano(lim.budget_usd)
+    budget = budget_to_nano(lim.budget_usd)
     if state.spent_nano + state.reserved_nano + cost_nano <= budget:
         return None
     head = f"Budget for {scope.name} is {_usd(lim.budget_usd)} USD {describe(lim.budget_period)}"

@@ -14,14 +14,20 @@ Per scope the keys are (all share the ``{scope}`` hash tag so they live in one c
 - ``spend`` string: settled nano-USD in one calendar period (its start is part of the key name)
 
 Numbers passed back into ``redis.call`` are formatted explicitly: Lua's default ``%.14g`` would round
-timestamps to 0.1 ms and turn large integers into exponent notation that ``INCRBY`` rejects.
+timestamps to 0.1 ms and turn large integers into exponent notation that ``INCRBY`` rejects, and ``int`` never
+writes ``-0`` (what ``%.0f`` makes of ``-0``, e.g. releasing a lease that held 0 nano-USD on a free model), which
+``HINCRBY``/``INCRBY`` reject as "not an integer". Python clamps every amount it passes (see
+:func:`tenantgate.limits.algorithms.usd_to_nano`), and a period's spend saturates instead of overflowing.
 """
 
 from __future__ import annotations
 
 _PRELUDE = """
 local function num(x) return string.format('%.17g', x) end
-local function int(x) return string.format('%.0f', x) end
+local function int(x)
+  if x == 0 then return '0' end  -- also -0, which INCRBY rejects
+  return string.format('%.0f', x)
+end
 local BATCH = 256
 
 -- Remove members with score <= cutoff, subtracting their per-ticket amounts from a total in the hash.
@@ -106,9 +112,10 @@ SETTLE = (
     _PRELUDE
     + """
 -- KEYS: 4 per scope: log, lease, h, spend (of the period the ticket was reserved in); last: the settled marker
--- ARGV: ticket, tokens, cost_nano, marker_ttl_ms, then 1 per scope: spend_ttl_ms (0 = no expiry)
+-- ARGV: ticket, tokens, cost_nano, marker_ttl_ms, then 1 per scope: spend_ttl_ms (0 = no expiry), last: spend cap
 -- The marker makes a retried settle (after a timeout whose script did run) a no-op instead of a double charge.
 local ticket, tokens, cost = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local cap = tonumber(ARGV[#ARGV])
 if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[4]) then return 0 end
 for i = 0, (#KEYS - 1) / 4 - 1 do
   local log, lease, h, spend = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
@@ -123,7 +130,12 @@ for i = 0, (#KEYS - 1) / 4 - 1 do
     redis.call('HINCRBY', h, 'reserved', int(-held))
   end
   if cost > 0 then
-    redis.call('INCRBY', spend, ARGV[3])
+    -- Saturate like algorithms.add_spend instead of letting INCRBY overflow (an error would abort the script).
+    if (tonumber(redis.call('GET', spend)) or 0) + cost >= cap then
+      redis.call('SET', spend, ARGV[#ARGV])
+    else
+      redis.call('INCRBY', spend, ARGV[3])
+    end
     local ttl = tonumber(ARGV[5 + i])
     if ttl > 0 then redis.call('PEXPIRE', spend, ttl) end
   end

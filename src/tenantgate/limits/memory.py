@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tenantgate.limits import algorithms as alg
-from tenantgate.limits.model import Demand, Scope, ScopeUsage, Ticket
+from tenantgate.limits.model import NO_OVERSHOOT, Demand, Overshoot, Scope, ScopeUsage, Ticket
 from tenantgate.limits.periods import iso, period_bounds, period_key
 
 _KEPT_PERIODS = 4
@@ -106,34 +106,38 @@ class MemoryLimitStore:
         """Check every scope, then commit every scope, with no await in between (atomic under asyncio)."""
         now = time.time() if now is None else now
         unique = alg.dedupe(scopes)
-        cost = alg.usd_to_nano(demand.cost_usd)
+        tokens, cost = alg.clamp_tokens(demand.tokens), alg.cost_to_nano(demand.cost_usd)
         states = []
         for scope in unique:
             counters = self._counters(scope.name)
             counters.sweep(now)
             states.append(counters.state(self._spent_in(scope, now)))
-        found = alg.violations(unique, states, demand.tokens, cost, now)
+        found = alg.violations(unique, states, tokens, cost, now)
         if found:
-            raise alg.refusal(found, alg.rate_headers(unique, states, demand.tokens, now, admitted=False))
+            raise alg.refusal(found, alg.rate_headers(unique, states, tokens, now, admitted=False))
         tid = self._id_prefix + secrets.token_hex(10)
         for scope in unique:
-            self._scopes[scope.name].commit(tid, now, demand.tokens, cost, self._lease_seconds)
-        headers = alg.rate_headers(unique, states, demand.tokens, now, admitted=True)
+            self._scopes[scope.name].commit(tid, now, tokens, cost, self._lease_seconds)
+        headers = alg.rate_headers(unique, states, tokens, now, admitted=True)
         return Ticket(id=tid, scopes=unique, demand=demand, reserved_at=now, headers=headers)
 
-    async def settle(self, ticket: Ticket, tokens: int, cost_usd: float, now: float | None = None) -> None:
-        """Spend lands in the period the ticket was reserved in, so a rollover never charges the new one."""
+    async def settle(self, ticket: Ticket, tokens: int, cost_usd: float, now: float | None = None) -> Overshoot:
+        """Spend lands in the period the ticket was reserved in, so a rollover never charges the new one.
+
+        Actual usage is billed in full, also beyond the reservation (an overshoot then refuses the scope until
+        the window slides or the period ends)."""
         if ticket.settled:
-            return
+            return NO_OVERSHOOT
         ticket.settled = True
-        tokens, cost = max(tokens, 0), max(alg.usd_to_nano(cost_usd), 0)
+        tokens, cost = alg.clamp_tokens(tokens), alg.cost_to_nano(cost_usd)
         for scope in ticket.scopes:
             self._counters(scope.name).settle(ticket.id, tokens)
             if cost:
                 periods = self._spent.setdefault(scope.name, {})
                 key = period_key(scope.limits.budget_period, ticket.reserved_at)
-                periods[key] = periods.get(key, 0) + cost
+                periods[key] = alg.add_spend(periods.get(key, 0), cost)
                 _forget_old_periods(periods)
+        return alg.overshoot(ticket.demand, tokens, cost)
 
     async def snapshot(self, scope: Scope, now: float | None = None) -> ScopeUsage:
         now = time.time() if now is None else now
@@ -168,7 +172,7 @@ def usage_from_state(scope: Scope, state: alg.ScopeState, now: float) -> ScopeUs
     start, end = period_bounds(scope.limits.budget_period, now)
     remaining: float | None = None
     if scope.limits.budget_usd is not None:
-        left = alg.usd_to_nano(scope.limits.budget_usd) - state.spent_nano - state.reserved_nano
+        left = alg.budget_to_nano(scope.limits.budget_usd) - state.spent_nano - state.reserved_nano
         remaining = alg.nano_to_usd(max(left, 0))
     return ScopeUsage(
         scope=scope.name,

@@ -63,6 +63,28 @@ class Ticket:
 
 
 @dataclass(frozen=True, slots=True)
+class Overshoot:
+    """How far a settled request went beyond its reservation; zero (and falsy) when it stayed within.
+
+    The store bills the actual usage in full either way (never clamped to the reservation); this only tells the
+    caller by how much the upstream exceeded what was reserved, e.g. for a metric.
+    """
+
+    tokens: int = 0
+    nano_usd: int = 0
+
+    @property
+    def cost_usd(self) -> float:
+        return self.nano_usd / 1_000_000_000
+
+    def __bool__(self) -> bool:
+        return self.tokens > 0 or self.nano_usd > 0
+
+
+NO_OVERSHOOT = Overshoot()
+
+
+@dataclass(frozen=True, slots=True)
 class ScopeUsage:
     """A point-in-time view of one scope for the admin API and dashboards."""
 
@@ -106,8 +128,10 @@ class LimitStore(Protocol):
         """Admit over every scope or none; raises ``RateLimited`` when any scope refuses."""
         ...
 
-    async def settle(self, ticket: Ticket, tokens: int, cost_usd: float, now: float | None = None) -> None:
-        """Replace the estimate with actual usage and free the concurrency slot. Idempotent, never raises."""
+    async def settle(self, ticket: Ticket, tokens: int, cost_usd: float, now: float | None = None) -> Overshoot:
+        """Replace the estimate with actual usage (billed in full, even beyond the reservation) and free the
+        concurrency slot. Idempotent, never raises. Returns how far the usage exceeded the reservation, once:
+        a repeated settle of the same ticket returns :data:`NO_OVERSHOOT`."""
         ...
 
     async def snapshot(self, scope: Scope, now: float | None = None) -> ScopeUsage:

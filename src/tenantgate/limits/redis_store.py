@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from tenantgate.limits import algorithms as alg
 from tenantgate.limits import lua
 from tenantgate.limits.memory import usage_from_state
-from tenantgate.limits.model import Demand, Scope, ScopeUsage, Ticket
+from tenantgate.limits.model import NO_OVERSHOOT, Demand, Overshoot, Scope, ScopeUsage, Ticket
 from tenantgate.limits.periods import period_bounds, period_key
 
 SPEND_GRACE_S = 7 * 86_400.0
@@ -102,32 +102,34 @@ class RedisLimitStore:
         tid = self._id_prefix + secrets.token_hex(10)
         if not unique:
             return Ticket(id=tid, scopes=unique, demand=demand, reserved_at=now, headers={})
-        cost = alg.usd_to_nano(demand.cost_usd)
+        tokens, cost = alg.clamp_tokens(demand.tokens), alg.cost_to_nano(demand.cost_usd)
         keys: list[str] = []
-        args: list[str] = [repr(now), tid, str(demand.tokens), str(cost), repr(self._lease_seconds), self._idle_ms]
+        args: list[str] = [repr(now), tid, str(tokens), str(cost), repr(self._lease_seconds), self._idle_ms]
         for scope in unique:
             lim = scope.limits
             keys += self._scope_keys(scope.name)
             keys.append(self._spend_key(scope.name, period_key(lim.budget_period, now)))
-            budget = None if lim.budget_usd is None else alg.usd_to_nano(lim.budget_usd)
+            budget = None if lim.budget_usd is None else alg.budget_to_nano(lim.budget_usd)
             args += [_limit_arg(lim.rpm), _limit_arg(lim.tpm), _limit_arg(lim.max_concurrency), _limit_arg(budget)]
         raw = await self._reserve(keys=keys, args=args)
         states = _parse_states(raw, 1, len(unique))
         if int(raw[0]) != 1:
-            found = alg.violations(unique, states, demand.tokens, cost, now)
+            found = alg.violations(unique, states, tokens, cost, now)
             if not found:  # cannot happen while the Lua rule mirrors alg.admits; never admit by accident
                 raise RuntimeError("limit script refused but no scope explains why")
-            raise alg.refusal(found, alg.rate_headers(unique, states, demand.tokens, now, admitted=False))
-        headers = alg.rate_headers(unique, states, demand.tokens, now, admitted=True)
+            raise alg.refusal(found, alg.rate_headers(unique, states, tokens, now, admitted=False))
+        headers = alg.rate_headers(unique, states, tokens, now, admitted=True)
         return Ticket(id=tid, scopes=unique, demand=demand, reserved_at=now, headers=headers)
 
-    async def settle(self, ticket: Ticket, tokens: int, cost_usd: float, now: float | None = None) -> None:
-        """Adjust tokens, release the lease, add spend to the ticket's own period, in one script call."""
-        if ticket.settled or not ticket.scopes:
-            ticket.settled = True
-            return
+    async def settle(self, ticket: Ticket, tokens: int, cost_usd: float, now: float | None = None) -> Overshoot:
+        """Adjust tokens, release the lease, add spend to the ticket's own period, in one script call.
+
+        Actual usage is billed in full, also beyond the reservation; the overshoot is returned once."""
+        if ticket.settled:
+            return NO_OVERSHOOT
         ticket.settled = True  # before the await: a concurrent second settle must not double-count spend
         await self.settle_once(ticket, tokens, cost_usd, now)
+        return alg.overshoot(ticket.demand, alg.clamp_tokens(tokens), alg.cost_to_nano(cost_usd))
 
     async def settle_once(self, ticket: Ticket, tokens: int, cost_usd: float, now: float | None = None) -> None:
         """The settle script itself; safe to retry (a marker key makes a repeat a no-op)."""
@@ -142,9 +144,9 @@ class RedisLimitStore:
             keys.append(self._spend_key(scope.name, int(start)))
             ttls.append(str(_spend_ttl_ms(end, now)))
         keys.append(f"{self._prefix}settled:{ticket.id}")
-        cost = max(alg.usd_to_nano(cost_usd), 0)
+        cost = alg.cost_to_nano(cost_usd)
         marker_ttl = str(int((self._lease_seconds + alg.WINDOW_S) * 1000))
-        args = [ticket.id, str(max(tokens, 0)), str(cost), marker_ttl, *ttls]
+        args = [ticket.id, str(alg.clamp_tokens(tokens)), str(cost), marker_ttl, *ttls, str(alg.MAX_AMOUNT_NANO)]
         await self._settle(keys=keys, args=args)
 
     async def snapshot(self, scope: Scope, now: float | None = None) -> ScopeUsage:
@@ -156,7 +158,7 @@ class RedisLimitStore:
     async def seed_spend(self, scope_name: str, period_start: float, spent_usd: float) -> None:
         """``SET NX``: a replica starting while others already count must not overwrite live spend."""
         key = self._spend_key(scope_name, int(period_start))
-        value = alg.usd_to_nano(spent_usd)
+        value = str(alg.usd_to_nano(spent_usd))  # an integer in [0, MAX_AMOUNT_NANO], never "-0" or "inf"
         if period_start <= 0:
             await self._client.set(key, value, nx=True)
             return

@@ -23,12 +23,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 
 from tenantgate.core.errors import RateLimited, ServiceUnavailable
+from tenantgate.limits import algorithms as alg
 from tenantgate.limits.breaker import CircuitBreaker
 from tenantgate.limits.memory import MemoryLimitStore
-from tenantgate.limits.model import Demand, Scope, ScopeUsage, Ticket
+from tenantgate.limits.model import NO_OVERSHOOT, Demand, Overshoot, Scope, ScopeUsage, Ticket
 from tenantgate.limits.redis_store import RedisLimitStore
 
 FailMode = Literal["closed", "local"]
@@ -40,6 +41,17 @@ _T = TypeVar("_T")
 
 class _Unavailable(Exception):
     """Redis could not be used for this call (breaker open, timeout, connection error)."""
+
+
+class _Rejected(_Unavailable):
+    """Redis is up but a script refused this call's arguments: a bug or bad data, not an outage. It must not
+    open the breaker (one tenant's odd request would otherwise take limits down for everyone) nor be retried."""
+
+
+def _is_script_error(exc: RedisError) -> bool:
+    if not isinstance(exc, ResponseError) or isinstance(exc, NoScriptError | ReadOnlyError | OutOfMemoryError):
+        return False
+    return "script" in str(exc).lower()
 
 
 def _unavailable() -> ServiceUnavailable:
@@ -105,17 +117,26 @@ class ResilientLimitStore:
         except RateLimited:
             self._succeeded()
             raise
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.debug("limits: redis %s failed: %r", what, exc)
-            if self._breaker.record_failure():
-                mode = "to local limits" if self._fallback is not None else "closed (503)"
-                log.error("limits: Redis unavailable (%r); failing %s until it answers again", exc, mode)
-            raise _Unavailable(what) from exc
+        except RedisError as exc:
+            if not _is_script_error(exc):
+                raise self._failed(what, exc) from exc
+            self._succeeded()  # Redis answered; only this call's data was refused
+            log.error("limits: Redis refused the %s script: %r", what, exc)
+            raise _Rejected(what) from exc
+        except (OSError, TimeoutError) as exc:
+            raise self._failed(what, exc) from exc
         except BaseException:
             self._breaker.abandon()
             raise
         self._succeeded()
         return result
+
+    def _failed(self, what: str, exc: BaseException) -> _Unavailable:
+        log.debug("limits: redis %s failed: %r", what, exc)
+        if self._breaker.record_failure():
+            mode = "to local limits" if self._fallback is not None else "closed (503)"
+            log.error("limits: Redis unavailable (%r); failing %s until it answers again", exc, mode)
+        return _Unavailable(what)
 
     async def warm(self, connections: int = 16) -> None:
         """Best effort: a Redis that is down at start-up is handled by the fail mode like any later outage."""
@@ -137,32 +158,35 @@ class ResilientLimitStore:
                 raise _unavailable() from exc
             return await self._fallback.reserve(scopes, demand, now)
 
-    async def settle(self, ticket: Ticket, tokens: int, cost_usd: float, now: float | None = None) -> None:
+    async def settle(self, ticket: Ticket, tokens: int, cost_usd: float, now: float | None = None) -> Overshoot:
         """Never raises. Retries with back-off while Redis is away (the script is idempotent); a settle that
         still fails only leaves a lease to expire and its spend in the usage ledger (see the module docstring).
+        The overshoot is reported whether or not Redis could record it: it happened upstream either way.
         """
         if ticket.settled:
-            return
+            return NO_OVERSHOOT
         if self._fallback is not None and ticket.id.startswith(LOCAL_ID_PREFIX):
-            await self._fallback.settle(ticket, tokens, cost_usd, now)
-            return
+            return await self._fallback.settle(ticket, tokens, cost_usd, now)
         ticket.settled = True
+        beyond = alg.overshoot(ticket.demand, alg.clamp_tokens(tokens), alg.cost_to_nano(cost_usd))
         for attempt in range(self._settle_attempts):
             try:
                 await self._guarded("settle", lambda: self._primary.settle_once(ticket, tokens, cost_usd, now))
-                return
+                return beyond
+            except _Rejected:
+                break  # the same arguments would be refused again
             except _Unavailable:
                 await asyncio.sleep(self._settle_backoff_s * 2**attempt)
             except Exception:
                 log.exception("limits: settle of ticket %s failed", ticket.id)
-                return
+                return beyond
         log.warning(
-            "limits: settle of ticket %s dropped while Redis is unavailable (tokens=%d cost_usd=%.6f); "
-            "its lease expires on its own",
+            "limits: settle of ticket %s dropped (tokens=%d cost_usd=%.6f); its lease expires on its own",
             ticket.id,
             tokens,
             cost_usd,
         )
+        return beyond
 
     async def snapshot(self, scope: Scope, now: float | None = None) -> ScopeUsage:
         """Admin reads fail with 503 during an outage: local numbers would look authoritative but are not."""

@@ -14,6 +14,13 @@ States, strongest first (the reported ``state`` is the strongest one that applie
 - ``ejected``: passive outlier ejection after ``consecutive_failures_to_eject`` connect errors, timeouts or 5xx
   in a row. The ejection lasts ``base_ejection_s * 2**(times_ejected - 1)``, capped, so a flapping backend stays
   out longer each time; ``times_ejected`` decays to 0 after ``ejection_decay_s`` without a new ejection.
+  A shared backend must not be ejectable by one tenant's payloads (a crafted request can make an upstream answer
+  500, drop the connection, or run until it times out). So a failure reported with a ``tenant_id`` counts
+  towards ejection at most half the threshold (rounded up) times per tenant and streak: the streak must also
+  hold failures of other tenants, i.e. of at least two tenants when the threshold is 2 or more. Failures
+  reported without a tenant count in full: callers pass none only for failures no payload can cause (a refused
+  TCP connect, DNS, a TLS handshake). A backend that is down for everyone is still ejected as soon as two
+  tenants see it fail, and marked unhealthy by the active checks regardless of traffic.
 - ``cooling``: the backend answered 429; it rests until its ``Retry-After`` passes.
 - ``healthy``: none of the above. A backend never heard of is healthy, so traffic flows before the first probe.
 
@@ -60,6 +67,11 @@ class HealthConfig:
             raise ValueError("need 0 < base_ejection_s <= max_ejection_s")
         if not 0 < self.latency_alpha <= 1:
             raise ValueError("latency_alpha must be in (0, 1]")
+
+    @property
+    def per_tenant_cap(self) -> int:
+        """How many of one tenant's 5xx/timeouts count in one streak: half the threshold, rounded up."""
+        return (self.consecutive_failures_to_eject + 1) // 2
 
     @property
     def decay_s(self) -> float:
@@ -135,6 +147,7 @@ class _Backend:
     __slots__ = (
         "consecutive_failures",
         "cooling_until",
+        "counted_failures",
         "disabled",
         "ejected_until",
         "in_flight",
@@ -144,12 +157,15 @@ class _Backend:
         "probe_failures",
         "probe_latency_ms",
         "probe_successes",
+        "streak_by_tenant",
         "times_ejected",
         "unhealthy",
     )
 
     def __init__(self) -> None:
         self.consecutive_failures = 0
+        self.counted_failures = 0  # the streak's failures that count towards ejection (per-tenant capped)
+        self.streak_by_tenant: dict[str, int] = {}  # tenant -> its failures in the streak (< threshold entries)
         self.times_ejected = 0
         self.ejected_until: float | None = None
         self.last_ejection_end: float | None = None
@@ -162,6 +178,11 @@ class _Backend:
         self.last_error: str | None = None
         self.latency_ewma_ms: float | None = None
         self.probe_latency_ms: float | None = None
+
+    def reset_streak(self) -> None:
+        self.consecutive_failures = 0
+        self.counted_failures = 0
+        self.streak_by_tenant.clear()
 
     def state(self) -> HealthState:
         if self.disabled:
@@ -201,7 +222,7 @@ class HealthRegistry:
         """A request completed: the failure streak ends, and a running ejection or cool-down is over early,
         because a real answer is better evidence than a timer."""
         entry = self._settled(backend_id)
-        entry.consecutive_failures = 0
+        entry.reset_streak()
         if latency_s is not None:
             entry.latency_ewma_ms = self._ewma(entry.latency_ewma_ms, latency_s * 1000)
         if entry.ejected_until is not None:
@@ -211,15 +232,29 @@ class HealthRegistry:
             entry.cooling_until = None
             self._changed()
 
-    def record_failure(self, backend_id: str, kind: FailureKind, error: str) -> None:
-        """A connect error, timeout or 5xx. Failures while already ejected do not extend the ejection."""
+    def record_failure(self, backend_id: str, kind: FailureKind, error: str, *, tenant_id: str | None = None) -> None:
+        """A connect error, timeout or 5xx. Failures while already ejected do not extend the ejection.
+
+        ``tenant_id`` is the tenant whose request failed: its failures count towards ejection only
+        :attr:`HealthConfig.per_tenant_cap` times per streak, so one tenant's payloads alone cannot eject a
+        shared backend. Pass None only when no payload can have caused the failure (the TCP connect itself was
+        refused, DNS or TLS failed): it then counts in full. Whatever the count, ``consecutive_failures``
+        reports the whole streak.
+        """
         entry = self._settled(backend_id)
         entry.last_error = _clip(f"{kind}: {error}")
         self._changed()
         if entry.ejected_until is not None:
             return
         entry.consecutive_failures += 1
-        if entry.consecutive_failures >= self.config.consecutive_failures_to_eject:
+        if tenant_id is None:
+            entry.counted_failures += 1
+        else:
+            seen = entry.streak_by_tenant.get(tenant_id, 0)
+            entry.streak_by_tenant[tenant_id] = seen + 1
+            if seen < self.config.per_tenant_cap:
+                entry.counted_failures += 1
+        if entry.counted_failures >= self.config.consecutive_failures_to_eject:
             self._eject(backend_id, entry)
 
     def record_rate_limited(self, backend_id: str, retry_after_s: float | None) -> None:
@@ -339,7 +374,7 @@ class HealthRegistry:
         cfg = self.config
         duration = min(cfg.base_ejection_s * 2 ** (entry.times_ejected - 1), cfg.max_ejection_s)
         entry.ejected_until = self._clock() + duration
-        entry.consecutive_failures = 0
+        entry.reset_streak()
         entry.probe_successes = 0  # only good probes after the ejection may end it early
         log.warning(
             "backend %s ejected for %.1fs (ejection #%d): %s",
@@ -353,7 +388,7 @@ class HealthRegistry:
     def _end_ejection(backend_id: str, entry: _Backend, at: float, why: str) -> None:
         entry.ejected_until = None
         entry.last_ejection_end = at
-        entry.consecutive_failures = 0
+        entry.reset_streak()
         log.info("backend %s re-admitted: %s", backend_id, why)
 
     def _snapshot(self, backend_id: str, entry: _Backend, now: float) -> BackendStatus:
