@@ -1,17 +1,22 @@
 """Turns a presented API key into a :class:`Principal`, without touching the database per request.
 
 Keys are cached by public id for ``auth_cache_ttl`` seconds; unknown ids are cached negatively for a short time
-so a flood of bad keys cannot hammer the database. Every admin change bumps the config version and the sync
-loop calls :meth:`Authenticator.invalidate`, so a revoked key is refused within the sync interval.
+so repeated bad keys do not hammer the database. Every cache is bounded (a flood of unique bogus keys costs a
+fixed amount of memory and at most ``max_lookups`` concurrent database reads), and a key that is not even
+well-formed (see :func:`tenantgate.auth.keys.is_well_formed`) is refused before any lookup.
+
+Every admin change bumps the config version and the sync loop calls :meth:`Authenticator.invalidate`, so a
+revoked key is refused within the sync interval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
-from tenantgate.auth.keys import lookup_parts
+from tenantgate.auth.keys import is_well_formed, lookup_parts
 from tenantgate.core.errors import AuthenticationFailed, PermissionDenied
 from tenantgate.core.secrets import same_secret, sha256_hex
 from tenantgate.storage.repos import KeyRepo
@@ -47,19 +52,44 @@ class _Entry:
     cached_until: float
 
 
-_MISSING = object()
-
-
 class Authenticator:
-    def __init__(self, keys: KeyRepo, *, ttl: float = 60.0, negative_ttl: float = 1.0) -> None:
+    """Every map here is keyed by client input, so every one is bounded: valid keys in an LRU of
+    ``max_entries``, unknown ids in a separate LRU of ``max_negative_entries`` (a flood of unique bogus keys
+    evicts only other bogus keys), in-flight lookups to ``max_lookups`` running database reads, and at most
+    ``4 * max_lookups`` shared ones. A key that fails the syntax check is refused before any of them."""
+
+    def __init__(
+        self,
+        keys: KeyRepo,
+        *,
+        ttl: float = 60.0,
+        negative_ttl: float = 1.0,
+        max_entries: int = 100_000,
+        max_negative_entries: int = 10_000,
+        max_lookups: int = 32,
+    ) -> None:
+        if max_entries < 1 or max_negative_entries < 0 or max_lookups < 1:
+            raise ValueError("max_entries and max_lookups must be >= 1, max_negative_entries >= 0")
         self._keys = keys
         self._ttl = ttl
         self._negative_ttl = negative_ttl
-        self._cache: dict[str, _Entry | float] = {}
+        self._max_entries = max_entries
+        self._max_negative = max_negative_entries
+        self._max_loading = 4 * max_lookups
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._negative: OrderedDict[str, float] = OrderedDict()  # public id -> refused until (monotonic)
         self._loading: dict[str, asyncio.Future[tuple[KeyRow, TenantRow] | None]] = {}
+        self._lookups = asyncio.Semaphore(max_lookups)  # concurrent database reads for uncached ids
+        self.lookups = 0  # database reads made, for tests and metrics
 
     def invalidate(self) -> None:
         self._cache.clear()
+        self._negative.clear()
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        """(cached keys, cached unknown ids, in-flight lookups): every one bounded."""
+        return len(self._cache), len(self._negative), len(self._loading)
 
     async def authenticate(self, presented: str | None) -> Principal:
         if not presented:
@@ -67,16 +97,19 @@ class Authenticator:
                 "Missing API key. Send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
                 code="missing_api_key",
             )
+        if not is_well_formed(presented):  # no cache entry, no lookup: it cannot be a key
+            raise AuthenticationFailed("Invalid API key.")
         public_id, secret = lookup_parts(presented)
         now = time.monotonic()
         entry = self._cache.get(public_id)
-        if (
-            entry is None
-            or (isinstance(entry, float) and entry < now)
-            or (isinstance(entry, _Entry) and entry.cached_until < now)
-        ):
+        if entry is not None and entry.cached_until >= now:
+            self._cache.move_to_end(public_id)
+        else:
+            refused_until = self._negative.get(public_id)
+            if refused_until is not None and refused_until >= now:
+                raise AuthenticationFailed("Invalid API key.")
             entry = await self._load(public_id, now)
-        if isinstance(entry, float) or not same_secret(entry.secret_hash, sha256_hex(secret)):
+        if entry is None or not same_secret(entry.secret_hash, sha256_hex(secret)):
             raise AuthenticationFailed("Invalid API key.")
         if entry.revoked:
             raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
@@ -84,22 +117,43 @@ class Authenticator:
             raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
         return entry.principal
 
-    async def _load(self, public_id: str, now: float) -> _Entry | float:
+    async def _find(self, public_id: str) -> tuple[KeyRow, TenantRow] | None:
+        async with self._lookups:
+            self.lookups += 1
+            return await self._keys.find_by_public_id(public_id)
+
+    async def _load(self, public_id: str, now: float) -> _Entry | None:
         pending = self._loading.get(public_id)
-        if pending is None:  # one database read per id, however many requests wait for it
+        if pending is not None:
+            found = await pending
+        elif len(self._loading) >= self._max_loading:  # no room to share this read: make it alone (still bounded)
+            found = await self._find(public_id)
+        else:  # one database read per id, however many requests wait for it
             pending = asyncio.get_running_loop().create_future()
             self._loading[public_id] = pending
             try:
-                pending.set_result(await self._keys.find_by_public_id(public_id))
+                found = await self._find(public_id)
+                pending.set_result(found)
             except BaseException as exc:
                 pending.set_exception(exc)
                 pending.exception()  # mark retrieved; the awaiting caller re-raises below
                 raise
             finally:
                 del self._loading[public_id]
-        found = await pending
-        entry = now + self._negative_ttl if found is None else _to_entry(*found, cached_until=now + self._ttl)
+        if found is None:
+            self._cache.pop(public_id, None)
+            if self._max_negative:
+                self._negative[public_id] = now + self._negative_ttl
+                self._negative.move_to_end(public_id)
+                while len(self._negative) > self._max_negative:
+                    self._negative.popitem(last=False)
+            return None
+        entry = _to_entry(*found, cached_until=now + self._ttl)
+        self._negative.pop(public_id, None)
         self._cache[public_id] = entry
+        self._cache.move_to_end(public_id)
+        while len(self._cache) > self._max_entries:
+            self._cache.popitem(last=False)
         return entry
 
 

@@ -9,9 +9,11 @@ the database or a private admin panel are one ``POST /admin/backends`` away. The
   address when it is checked and to ``127.0.0.1`` a minute later (DNS rebinding), so the addresses are checked
   again on every lookup, right before aiohttp connects to them.
 
-IP literals never reach a resolver in aiohttp (3.14 also refuses non-canonical spellings such as ``127.1``), so
-the registration check is what covers them; a name that only *looks* numeric (``0x7f.1``) is resolved like any
-other name and its answers are checked. Config-file backends are trusted and are not restricted.
+IP literals never reach a resolver in aiohttp (3.14 also refuses non-canonical spellings such as ``127.1``), and
+aiohttp's DNS cache answers without asking the resolver, so :class:`PolicyConnector` checks the addresses again
+where every connection starts, whatever produced them: an API-registered ``http://127.0.0.1/`` is refused after
+a restart with loopback disallowed, as is a name that only *looks* numeric (``0x7f.1``, resolved by the system).
+Config-file backends are trusted and are not restricted (unless an API-registered backend shares their host).
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import asyncio
 import errno
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from aiohttp.tracing import Trace
 from yarl import URL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -229,12 +234,45 @@ class PolicyResolver(AbstractResolver):
         results = await self._inner.resolve(host, port, family)
         if host_key(host) not in self._restricted:
             return results
-        verdicts = [(result, self._policy.check_address(result["host"])) for result in results]
-        allowed = [result for result, reason in verdicts if reason is None]
-        if not allowed:
-            reasons = "; ".join(sorted({str(reason) for _, reason in verdicts})) or "no address"
-            raise OSError(errno.EACCES, f"network policy refuses host '{host}': {reasons}")
-        return allowed
+        return _allowed_results(self._policy, host, results)
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def _allowed_results(policy: NetworkPolicy, host: str, results: list[ResolveResult]) -> list[ResolveResult]:
+    """The answers the policy allows; ``OSError`` (aiohttp: ``ClientConnectorError``) when none is left."""
+    verdicts = [(result, policy.check_address(result["host"])) for result in results]
+    allowed = [result for result, reason in verdicts if reason is None]
+    if not allowed:
+        reasons = "; ".join(sorted({str(reason) for _, reason in verdicts})) or "no address"
+        raise OSError(errno.EACCES, f"network policy refuses host '{host}': {reasons}")
+    return allowed
+
+
+class PolicyConnector(aiohttp.TCPConnector):
+    """A ``TCPConnector`` that checks every address it is about to connect to for a restricted host.
+
+    aiohttp resolves a host in ``_resolve_host`` right before each new connection: IP literals are answered
+    there without a resolver, and names from the DNS cache without one too, so this is the one place that sees
+    every address. ``restricted_hosts`` is read on every connect, like :class:`PolicyResolver`'s.
+    """
+
+    def __init__(self, policy: NetworkPolicy, restricted_hosts: set[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._policy = policy
+        self._restricted = restricted_hosts
+
+    async def _resolve_host(self, host: str, port: int, traces: Sequence[Trace] | None = None) -> list[ResolveResult]:
+        if host_key(host) in self._restricted:
+            literal = _parse_ip(host)
+            if literal is not None and (reason := self._policy.check_address(str(literal))):
+                # refused before aiohttp even looks at the literal (it also refuses non-canonical IPv4 forms)
+                raise OSError(errno.EACCES, f"network policy refuses host '{host}': {reason}")
+            results = await super()._resolve_host(host, port, traces=traces)
+            return _allowed_results(self._policy, host, results)
+        return await super()._resolve_host(host, port, traces=traces)
+
+
+if not callable(getattr(aiohttp.TCPConnector, "_resolve_host", None)):  # pragma: no cover - an aiohttp upgrade
+    raise ImportError("aiohttp.TCPConnector._resolve_host is gone: PolicyConnector would not enforce the policy")

@@ -16,7 +16,9 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
+from tenantgate.backends.netpolicy import NetworkPolicy, PolicyConnector
 from tenantgate.core.errors import GatewayError, UpstreamError
+from tenantgate.core.secrets import scrub
 from tenantgate.routing.catalog import Deployment
 
 FailureKind = Literal["connect", "timeout", "5xx", "429", "auth", "stream_broken"]
@@ -51,8 +53,14 @@ class UpstreamClient:
         read_timeout: float,
         max_connections: int,
         resolver_factory: Callable[[], aiohttp.abc.AbstractResolver] | None = None,
+        network_policy: NetworkPolicy | None = None,
+        restricted_hosts: set[str] | None = None,
     ) -> None:
+        """``network_policy`` is enforced on every new connection to a host in ``restricted_hosts`` (the caller's
+        set, read at each connect: the hosts of API-registered backends), IP literals included."""
         self.connect_timeout = connect_timeout
+        self._policy = network_policy
+        self._restricted = restricted_hosts if restricted_hosts is not None else set()
         self.read_timeout = read_timeout
         self._max_connections = max_connections
         self._resolver_factory = resolver_factory  # resolvers need a running loop: built in start()
@@ -61,8 +69,16 @@ class UpstreamClient:
 
     async def start(self) -> None:
         resolver = self._resolver_factory() if self._resolver_factory is not None else None
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections, ttl_dns_cache=60, enable_cleanup_closed=True, resolver=resolver
+        options: dict[str, Any] = {
+            "limit": self._max_connections,
+            "ttl_dns_cache": 60,
+            "enable_cleanup_closed": True,
+            "resolver": resolver,
+        }
+        connector = (
+            aiohttp.TCPConnector(**options)
+            if self._policy is None
+            else PolicyConnector(self._policy, self._restricted, **options)
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -154,23 +170,34 @@ async def _status_error(deployment: Deployment, response: aiohttp.ClientResponse
         )
     if status >= 500 or status < 400:
         return UpstreamFailure(f"{name}: HTTP {status}", kind="5xx")
-    return await _client_error(response)
+    return await _client_error(response, deployment.api_key)
 
 
-async def _client_error(response: aiohttp.ClientResponse) -> GatewayError:
-    """A 4xx from the backend is the caller's fault (context too long, bad parameter): relay its meaning."""
+async def _client_error(response: aiohttp.ClientResponse, api_key: str | None = None) -> GatewayError:
+    """A 4xx from the backend is the caller's fault (context too long, bad parameter): relay its meaning.
+
+    Every relayed field is scrubbed: a backend may echo the request's ``Authorization`` header (or any other
+    credential) in its error, and the tenant must never see the gateway's upstream key.
+    """
     message, param, code = f"The backend refused the request (HTTP {response.status}).", None, None
     try:
         body = orjson.loads(await response.read())
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
-            message = str(error.get("message") or message)[:2000]
-            param = error.get("param") if isinstance(error.get("param"), str) else None
-            code = error.get("code") if isinstance(error.get("code"), str) else None
+            message = scrub(str(error.get("message") or message)[:2000], (api_key,))
+            param = _scrubbed_field(error.get("param"), api_key)
+            code = _scrubbed_field(error.get("code"), api_key)
         elif isinstance(error, str):
-            message = error[:2000]
+            message = scrub(error[:2000], (api_key,))
     except (orjson.JSONDecodeError, aiohttp.ClientError, TimeoutError):
         pass
     relayed = GatewayError(message, param=param, code=code or "upstream_invalid_request", status=response.status)
     relayed.type = "invalid_request_error"
     return relayed
+
+
+def _scrubbed_field(value: object, api_key: str | None) -> str | None:
+    """``param`` and ``code`` are short identifiers: relayed only when scrubbing leaves them untouched."""
+    if not isinstance(value, str) or len(value) > 200:
+        return None
+    return value if scrub(value, (api_key,)) == value else None
