@@ -20,6 +20,8 @@ from tenantgate.admin.schemas import (
     TenantUpdate,
     backend_out,
     key_out,
+    path_id,
+    query_text,
     tenant_out,
     to_models,
 )
@@ -69,6 +71,7 @@ async def list_tenants(admin: Admin) -> dict[str, Any]:
 
 
 async def _tenant(admin: AdminServices, tenant_id: str) -> TenantRow:
+    path_id(tenant_id, "tenant_id")
     return _found(await admin.tenants.get(tenant_id), "tenant", tenant_id)
 
 
@@ -120,10 +123,12 @@ async def create_key(body: KeyCreate, admin: Admin, request: Request) -> dict[st
 
 @router.get("/keys", summary="List API keys (never their secrets)")
 async def list_keys(admin: Admin, tenant_id: str | None = None) -> dict[str, Any]:
+    query_text(tenant_id, "tenant_id")
     return {"object": "list", "data": [key_out(row) for row in await admin.keys.list(tenant_id)]}
 
 
 async def _key(admin: AdminServices, key_id: str) -> KeyRow:
+    path_id(key_id, "key_id")
     return _found(await admin.keys.get(key_id), "key", key_id)
 
 
@@ -187,6 +192,7 @@ async def list_backends(admin: Admin) -> dict[str, Any]:
 
 async def _backend(admin: AdminServices, backend_id: str) -> BackendRow:
     """A stored backend; config-file backends are read-only and not found here."""
+    path_id(backend_id, "backend_id")
     return _found(await admin.backends.get(backend_id), "backend", backend_id)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from tenantgate.admin.auth import audit_repo, require_admin
+from tenantgate.admin.schemas import INT32_MAX, query_text, query_time
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -31,16 +32,18 @@ async def list_audit(
     since: datetime | None = Query(default=None, description="Start (inclusive), ISO 8601."),
     until: datetime | None = Query(default=None, description="End (exclusive), ISO 8601."),
     limit: int = Query(default=100, ge=1, le=1000),
-    before_id: int | None = Query(default=None, ge=1, description="Entries older than this id (next page)."),
+    before_id: int | None = Query(
+        default=None, ge=1, le=INT32_MAX, description="Entries older than this id (next page)."
+    ),
 ) -> dict[str, Any]:
     """One page of entries; ``next_before_id`` is the ``before_id`` of the next page, null on the last one."""
     rows = await audit_repo(request).list(
-        action=action,
-        target_type=target_type,
-        target_id=target_id,
-        actor=actor,
-        since=since,
-        until=until,
+        action=query_text(action, "action"),
+        target_type=query_text(target_type, "target_type"),
+        target_id=query_text(target_id, "target_id"),
+        actor=query_text(actor, "actor"),
+        since=query_time(since, "since"),
+        until=query_time(until, "until"),
         limit=limit + 1,  # one extra row says whether another page exists
         before_id=before_id,
     )

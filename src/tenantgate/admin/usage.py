@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from tenantgate.admin.api import Admin, AdminServices, services
+from tenantgate.admin.schemas import query_text, query_time
 from tenantgate.auth.authenticator import Principal
 from tenantgate.core.errors import InvalidRequest, NotFound
 from tenantgate.edge.pipeline import presented_key
@@ -45,12 +46,17 @@ def report_options(
         default=None, description="Start, ISO 8601; floored to its hour (a bucket counts by its hour start)."
     ),
     until: datetime | None = Query(default=None, description="End (exclusive) for hour starts, ISO 8601."),
-    group_by: str = Query(default="model,day", description=f"Comma-separated, from {', '.join(GROUPS)}."),
+    group_by: str = Query(
+        default="model,day", max_length=200, description=f"Comma-separated, from {', '.join(GROUPS)}."
+    ),
     top: int | None = Query(default=None, ge=1, le=10_000, description="Only the N largest groups (cost, requests)."),
     format: Literal["json", "csv"] = Query(
         default="json", description="csv: one row per group of the first group_by, or the totals without one."
     ),
 ) -> ReportOptions:
+    query_time(since, "since")
+    query_time(until, "until")
+    query_text(group_by, "group_by")
     groups = [group.strip() for group in group_by.split(",") if group.strip()]
     unknown = [group for group in groups if group not in GROUPS]
     if unknown:
@@ -63,18 +69,46 @@ def report_options(
 Options = Annotated[ReportOptions, Depends(report_options)]
 
 
+def _filters(
+    tenant_id: str | None, key_id: str | None, model: str | None, since: datetime | None, until: datetime | None
+) -> UsageFilter:
+    """The filters of a report, each checked: ``400`` naming the one that holds NUL or control characters, is too
+    long to match anything stored, or is a time out of range."""
+    return UsageFilter(
+        query_text(tenant_id, "tenant_id"),
+        query_text(key_id, "key_id"),
+        query_text(model, "model"),
+        query_time(since, "since"),
+        query_time(until, "until"),
+    )
+
+
+# A cell a spreadsheet would run as a formula (or that hides one after a tab or line break) starts with one of
+# these; such text cells get a leading ' so the spreadsheet shows the text instead (OWASP "CSV injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_cell(value: Any) -> Any:
+    """One CSV cell: ``None`` as empty, numbers as they are, text neutralised when it could start a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 def to_csv(report: dict[str, Any], groups: list[str]) -> str:
     """The first group's rows (or the totals alone) as CSV with a header row; numbers as JSON would print them."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180; so a CR or LF in a cell gets it quoted
     if groups:
         group = groups[0]
         writer.writerow([group, *CSV_MEASURES])
         for row in report[f"by_{group}"]:
-            writer.writerow(["" if row[group] is None else row[group], *(row[name] for name in CSV_MEASURES)])
+            writer.writerow([csv_cell(row[group]), *(csv_cell(row[name]) for name in CSV_MEASURES)])
     else:
         writer.writerow(CSV_MEASURES)
-        writer.writerow([report["totals"][name] for name in CSV_MEASURES])
+        writer.writerow([csv_cell(report["totals"][name]) for name in CSV_MEASURES])
     return buffer.getvalue()
 
 
@@ -98,7 +132,7 @@ async def usage(
     key_id: str | None = None,
     model: str | None = None,
 ) -> Response | dict[str, Any]:
-    filters = UsageFilter(tenant_id, key_id, model, options.since, options.until)
+    filters = _filters(tenant_id, key_id, model, options.since, options.until)
     return await _report(admin, filters, options)
 
 
@@ -112,8 +146,9 @@ async def usage_records(
     until: datetime | None = None,
     limit: int = Query(default=100, ge=1, le=10_000),
 ) -> dict[str, Any]:
+    filters = _filters(tenant_id, key_id, model, since, until)
     await admin.flush_usage()
-    records = await admin.usage.records(UsageFilter(tenant_id, key_id, model, since, until), limit)
+    records = await admin.usage.records(filters, limit)
     return {"object": "list", "data": records}
 
 
@@ -133,9 +168,9 @@ async def tenant_usage(
 ) -> Response | dict[str, Any]:
     """The same report as ``GET /admin/usage``, always filtered to the calling key's tenant."""
     admin = services(request)
+    filters = _filters(principal.tenant_id, key_id, model, options.since, options.until)
     if key_id is not None:
         key = await admin.keys.get(key_id)
         if key is None or key.tenant_id != principal.tenant_id:  # one answer for both: ids are not confirmed
             raise NotFound(f"No key with id '{key_id}'.", param="key_id", code="key_not_found")
-    filters = UsageFilter(principal.tenant_id, key_id, model, options.since, options.until)
     return await _report(admin, filters, options)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import enum
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tenantgate.storage import schema
-from tenantgate.storage.rows import as_utc, utcnow
+from tenantgate.storage.rows import as_utc, storable, utcnow
 
 MASK: Final = "***"
 # A field is secret when one of the words of its name (split on "_", "-" and camelCase) is one of these,
@@ -54,6 +55,8 @@ def mask_secrets(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, enum.Enum):
         return mask_secrets(value.value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no inf or NaN: PostgreSQL would refuse the entry
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
@@ -129,7 +132,8 @@ class AuditRepo:
             (table.c.actor, actor),
         ):
             if wanted is not None:
-                clauses.append(column == wanted)
+                # a value no row can hold (NUL…) matches nothing; PostgreSQL would refuse it as a parameter
+                clauses.append(column == wanted if storable(wanted) else sa.false())
         if since is not None:
             clauses.append(table.c.created_at >= _utc(since))
         if until is not None:

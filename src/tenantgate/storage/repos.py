@@ -6,6 +6,7 @@ replicas polling that row drop their caches (see :mod:`tenantgate.edge.sync`).
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Mapping
 from datetime import datetime
@@ -16,12 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tenantgate.storage import schema
 from tenantgate.storage.rows import (
+    MAX_PRICE_PER_MTOK,
     BackendModel,
     BackendRow,
     KeyRow,
     LimitFields,
     TenantRow,
     as_utc,
+    bounded,
+    storable,
     utcnow,
 )
 
@@ -62,8 +66,27 @@ def _key(row: Any) -> KeyRow:
     )
 
 
+def _model(entry: dict[str, Any]) -> BackendModel:
+    """A stored model; a price outside ``[0, MAX_PRICE_PER_MTOK]`` (stored before prices were bounded) is read as
+    the nearest bound, NaN as the maximum: an unknown price must not make requests free."""
+    values = dict(entry)
+    for name in ("input_price_per_mtok", "output_price_per_mtok"):
+        if name in values:
+            values[name] = bounded(float(values[name]), MAX_PRICE_PER_MTOK, nan=MAX_PRICE_PER_MTOK)
+    return BackendModel(**values)
+
+
+def _finite(value: Any) -> Any:
+    """JSON options with non-finite floats (a timeout of ``1e999``) read as null (the default)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    return value
+
+
 def _backend(row: Any) -> BackendRow:
-    models = tuple(BackendModel(**entry) for entry in row.models)
+    models = tuple(_model(entry) for entry in row.models)
     return BackendRow(
         row.id,
         row.name,
@@ -72,7 +95,7 @@ def _backend(row: Any) -> BackendRow:
         models,
         bool(row.enabled),
         as_utc(row.created_at) or utcnow(),
-        options=dict(row.options or {}),
+        options=_finite(dict(row.options or {})),
     )
 
 
@@ -119,11 +142,15 @@ class TenantRepo:
         return found
 
     async def get(self, tenant_id: str) -> TenantRow | None:
+        if not storable(tenant_id):  # nothing stored can match, and PostgreSQL would refuse the query
+            return None
         async with self._engine.connect() as conn:
             row = (await conn.execute(schema.tenants.select().where(schema.tenants.c.id == tenant_id))).first()
         return _tenant(row) if row else None
 
     async def get_by_name(self, name: str) -> TenantRow | None:
+        if not storable(name):
+            return None
         async with self._engine.connect() as conn:
             row = (await conn.execute(schema.tenants.select().where(schema.tenants.c.name == name))).first()
         return _tenant(row) if row else None
@@ -191,12 +218,16 @@ class KeyRepo:
         return found
 
     async def get(self, key_id: str) -> KeyRow | None:
+        if not storable(key_id):
+            return None
         async with self._engine.connect() as conn:
             row = (await conn.execute(schema.api_keys.select().where(schema.api_keys.c.id == key_id))).first()
         return _key(row) if row else None
 
     async def find_by_public_id(self, public_id: str) -> tuple[KeyRow, TenantRow] | None:
         """One query for the auth cache: the key and its tenant (for the tenant's limits)."""
+        if not storable(public_id):
+            return None
         keys, tenants = schema.api_keys, schema.tenants
         query = (
             sa.select(keys, *[col.label(f"t__{col.name}") for col in tenants.c])
@@ -214,6 +245,8 @@ class KeyRepo:
     async def list(self, tenant_id: str | None = None) -> list[KeyRow]:
         query = schema.api_keys.select().order_by(schema.api_keys.c.created_at)
         if tenant_id is not None:
+            if not storable(tenant_id):
+                return []
             query = query.where(schema.api_keys.c.tenant_id == tenant_id)
         async with self._engine.connect() as conn:
             rows = await conn.execute(query)
@@ -283,6 +316,8 @@ class BackendRepo:
         return found
 
     async def get(self, backend_id: str) -> BackendRow | None:
+        if not storable(backend_id):
+            return None
         table = schema.backends
         async with self._engine.connect() as conn:
             row = (await conn.execute(table.select().where(table.c.id == backend_id))).first()

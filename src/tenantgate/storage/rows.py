@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
+
+# The largest budget and price the admin API accepts. Values stored before those bounds existed (``1e308``,
+# ``inf``, ``nan``) are brought back within them when read, so one bad row cannot break the hot path or a report.
+MAX_BUDGET_USD: Final = 1e9  # 1e18 nano-USD: the budget counters stay within signed 64-bit integers
+MAX_PRICE_PER_MTOK: Final = 1e6  # one USD per token
+MAX_COST_USD: Final = 1e15  # the most one stored cost (a record or an hourly rollup) counts for in a sum
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` can be a stored value at all: PostgreSQL refuses NUL, and no lone surrogate encodes."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def bounded(value: float, ceiling: float, nan: float) -> float:
+    """``value`` within ``[0, ceiling]``: ``+inf`` and anything above become ``ceiling``, negatives 0, NaN ``nan``."""
+    if math.isnan(value):
+        return nan
+    return min(max(value, 0.0), ceiling)
 
 
 def utcnow() -> datetime:
@@ -28,7 +53,11 @@ class LimitFields:
 
     @classmethod
     def from_row(cls, row: Any) -> LimitFields:
-        return cls(row.rpm, row.tpm, row.max_concurrency, row.budget_usd, row.budget_period)
+        """A stored budget outside ``[0, MAX_BUDGET_USD]`` is read as the nearest bound (NaN as 0: fail closed)."""
+        budget = row.budget_usd
+        if budget is not None:
+            budget = bounded(float(budget), MAX_BUDGET_USD, nan=0.0)
+        return cls(row.rpm, row.tpm, row.max_concurrency, budget, row.budget_period)
 
     def as_dict(self) -> dict[str, Any]:
         return {

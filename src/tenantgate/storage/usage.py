@@ -11,6 +11,7 @@ hour granularity (see :meth:`UsageFilter.rollup_where`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tenantgate.storage import schema
-from tenantgate.storage.rows import UsageRecord, as_utc
+from tenantgate.storage.rows import MAX_COST_USD, UsageRecord, as_utc, bounded, storable
 
 # Accepted ``group_by`` values. ``tenant`` and ``key`` are the short names of ``tenant_id`` and ``key_id``; each
 # group is reported under ``by_<name as requested>`` with the group value under that same name.
@@ -58,7 +59,12 @@ class UsageFilter:
 
     def _same(self, table: sa.Table) -> list[sa.ColumnElement[bool]]:
         wanted = {"tenant_id": self.tenant_id, "key_id": self.key_id, "model": self.model}
-        return [table.c[name] == value for name, value in wanted.items() if value is not None]
+        clauses: list[sa.ColumnElement[bool]] = []
+        for name, value in wanted.items():
+            if value is not None:
+                # a value no row can hold (NUL…) matches nothing; PostgreSQL would refuse it as a parameter
+                clauses.append(table.c[name] == value if storable(value) else sa.false())
+        return clauses
 
     def where(self) -> list[sa.ColumnElement[bool]]:
         """Exact clauses over raw ``usage_records``: ``since <= created_at < until``."""
@@ -115,19 +121,35 @@ def rollup_rows(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
 
 
 def _upsert(dialect: str) -> Any:
-    """``INSERT … ON CONFLICT (hour, tenant, key, model, backend) DO UPDATE SET m = m + excluded.m``."""
+    """``INSERT … ON CONFLICT (hour, tenant, key, model, backend) DO UPDATE SET m = m + excluded.m``.
+
+    A stored cost already above :data:`MAX_COST_USD` (written before costs were bounded) is kept as it is rather
+    than added to: PostgreSQL raises on a float overflow, which would fail every later batch of that hour.
+    """
     table = schema.usage_hourly
     statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    return statement.on_conflict_do_update(
-        index_elements=list(ROLLUP_KEY),
-        set_={name: table.c[name] + statement.excluded[name] for name in MEASURES},
+    changes: dict[str, Any] = {name: table.c[name] + statement.excluded[name] for name in MEASURES}
+    changes["cost_usd"] = sa.case(
+        (table.c.cost_usd <= MAX_COST_USD, table.c.cost_usd + statement.excluded.cost_usd), else_=table.c.cost_usd
     )
+    return statement.on_conflict_do_update(index_elements=list(ROLLUP_KEY), set_=changes)
+
+
+def bounded_cost(column: sa.ColumnElement[float]) -> sa.ColumnElement[float]:
+    """A stored cost as reports count it: within ``[0, MAX_COST_USD]``, ``inf`` and NaN (PostgreSQL) as the max.
+
+    Costs are bounded on the way in; this keeps rows stored before that (a price of ``1e308``) from making every
+    sum that includes them infinite or overflow, while still showing them as an obviously huge cost.
+    """
+    zero, ceiling = sa.literal(0.0, sa.Float()), sa.literal(MAX_COST_USD, sa.Float())
+    return sa.case((column.between(zero, ceiling), column), (column < zero, zero), else_=ceiling)
 
 
 def _measure_columns() -> list[sa.Label[Any]]:
     table = schema.usage_hourly
     columns = [sa.func.coalesce(sa.func.sum(table.c[name]), 0).label(name) for name in MEASURES]
-    columns[MEASURES.index("cost_usd")] = sa.func.coalesce(sa.func.sum(table.c.cost_usd), 0.0).label("cost_usd")
+    cost = sa.func.coalesce(sa.func.sum(bounded_cost(table.c.cost_usd)), 0.0).label("cost_usd")
+    columns[MEASURES.index("cost_usd")] = cost
     return columns
 
 
@@ -148,6 +170,10 @@ def _record_out(row: Any) -> dict[str, Any]:
     record["created_at"] = created.isoformat() if created else None
     record["estimated"] = bool(record["estimated"])
     record["streamed"] = bool(record["streamed"])
+    record["cost_usd"] = bounded(float(record["cost_usd"]), MAX_COST_USD, nan=MAX_COST_USD)
+    for name in ("latency_ms", "ttft_ms"):
+        if record[name] is not None and not math.isfinite(record[name]):
+            record[name] = None
     return record
 
 
@@ -176,6 +202,33 @@ def _group_value(group: str, value: Any) -> Any:
 _RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(UsageRecord))
 
 
+_TEXT_LENGTHS = {
+    name: column.type.length
+    for name, column in schema.usage_records.c.items()
+    if isinstance(column.type, sa.String) and column.type.length
+}
+
+
+def _text(value: str, length: int) -> str:
+    if not storable(value):
+        value = value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return value[:length]
+
+
+def storable_record(record: UsageRecord) -> UsageRecord:
+    """``record`` as the database can hold it: text without NUL or lone surrogates and cut to its column, the
+    cost within ``[0, MAX_COST_USD]``. One record PostgreSQL refuses would otherwise fail its whole batch again
+    and again; costs out of range would make every report that sums them infinite."""
+    changes: dict[str, Any] = {}
+    for name, length in _TEXT_LENGTHS.items():
+        value = getattr(record, name)
+        if isinstance(value, str) and (len(value) > length or not storable(value)):
+            changes[name] = _text(value, length)
+    if not 0.0 <= record.cost_usd <= MAX_COST_USD:  # also catches NaN
+        changes["cost_usd"] = bounded(record.cost_usd, MAX_COST_USD, nan=MAX_COST_USD)
+    return dataclasses.replace(record, **changes) if changes else record
+
+
 def _as_row(record: UsageRecord) -> dict[str, Any]:
     return {name: getattr(record, name) for name in _RECORD_FIELDS}
 
@@ -193,6 +246,7 @@ class UsageRepo:
         batch, which therefore can never be counted twice)."""
         if not records:
             return
+        records = [storable_record(record) for record in records]
         rows = [_as_row(record) for record in records]  # asdict() deep-copies every field: too slow here
         async with self._engine.begin() as conn:
             await conn.execute(schema.usage_records.insert(), rows)
@@ -250,13 +304,13 @@ class UsageRepo:
         since = _utc(since)
         boundary = ceil_hour(since)
         hourly, raw = schema.usage_hourly, schema.usage_records
-        rolled = sa.select(sa.func.coalesce(sa.func.sum(hourly.c.cost_usd), 0.0)).where(
+        rolled = sa.select(sa.func.coalesce(sa.func.sum(bounded_cost(hourly.c.cost_usd)), 0.0)).where(
             hourly.c[column] == value, hourly.c.hour >= boundary
         )
         async with self._engine.connect() as conn:
             spent = float(await conn.scalar(rolled) or 0.0)
             if boundary > since:
-                partial = sa.select(sa.func.coalesce(sa.func.sum(raw.c.cost_usd), 0.0)).where(
+                partial = sa.select(sa.func.coalesce(sa.func.sum(bounded_cost(raw.c.cost_usd)), 0.0)).where(
                     raw.c[column] == value, raw.c.created_at >= since, raw.c.created_at < boundary
                 )
                 spent += float(await conn.scalar(partial) or 0.0)
