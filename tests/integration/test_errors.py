@@ -111,11 +111,17 @@ def test_expired_key_is_401(gateway: Gateway) -> None:
     assert_error(post(gateway, created["key"], body), 401, code="expired_api_key")
 
 
-def test_model_not_allowed_is_403_unknown_model_is_404(gateway: Gateway) -> None:
+def test_model_outside_allowlist_answers_like_a_model_that_does_not_exist(gateway: Gateway) -> None:
+    """A key must not learn which models exist beyond its allowlist: both answers are the same 404."""
     tenant = gateway.create_tenant("allow-tenant")
     key = gateway.create_key(tenant["id"], models=["mock-small"])["key"]
-    assert_error(post(gateway, key, {"model": "mock-gpt", "messages": MESSAGES}), 403, code="model_not_allowed")
-    assert_error(post(gateway, key, {"model": "no-such-model", "messages": MESSAGES}), 404, code="model_not_found")
+    hidden = post(gateway, key, {"model": "mock-gpt", "messages": MESSAGES})
+    missing = post(gateway, key, {"model": "no-such-model", "messages": MESSAGES})
+    assert_error(hidden, 404, code="model_not_found", param="model")
+    assert_error(missing, 404, code="model_not_found", param="model")
+    assert hidden.json()["error"]["message"].replace("mock-gpt", "X") == missing.json()["error"]["message"].replace(
+        "no-such-model", "X"
+    )
     assert post(gateway, key, {"model": "mock-small", "messages": MESSAGES}).status_code == 200
 
 

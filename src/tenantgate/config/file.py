@@ -29,8 +29,8 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
     upstream_model: str | None = None
-    input_price_per_mtok: float = Field(default=0.0, ge=0)
-    output_price_per_mtok: float = Field(default=0.0, ge=0)
+    input_price_per_mtok: float = Field(default=0.0, ge=0, le=1e6, allow_inf_nan=False)
+    output_price_per_mtok: float = Field(default=0.0, ge=0, le=1e6, allow_inf_nan=False)
 
 
 class Timeouts(BaseModel):
@@ -51,6 +51,11 @@ class BackendEntry(BaseModel):
     weight: int = Field(default=1, ge=0, description="Share under the weighted policy; 0 = standby.")
     priority: int = Field(default=0, description="Lower = preferred group under the priority policy.")
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    output_cap_field: Literal["max_tokens", "max_completion_tokens"] = Field(
+        default="max_tokens",
+        description="The chat output-length field this server honours; limited keys' caps are sent in it "
+        "(max_tokens: vLLM, Ollama, llama.cpp; max_completion_tokens: OpenAI's reasoning models).",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -65,16 +70,19 @@ class BackendEntry(BaseModel):
 
 class LimitDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rpm: int | None = Field(default=None, gt=0)
-    tpm: int | None = Field(default=None, gt=0)
-    max_concurrency: int | None = Field(default=None, gt=0)
-    budget_usd: float | None = Field(default=None, ge=0)
+    rpm: int | None = Field(default=None, gt=0, lt=2**31)
+    tpm: int | None = Field(default=None, gt=0, lt=2**31)
+    max_concurrency: int | None = Field(default=None, gt=0, lt=2**31)
+    budget_usd: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
     budget_period: Literal["total", "daily", "weekly", "monthly"] | None = None
 
 
 class Defaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_output_tokens: int = Field(default=4096, gt=0)
+    max_output_tokens: int = Field(default=4096, gt=0, le=10_000_000)
+    media_token_allowance: int = Field(
+        default=4096, gt=0, description="Prompt tokens reserved per image, audio or file part of a request."
+    )
     tenant_limits: LimitDefaults = Field(default_factory=LimitDefaults)
     key_limits: LimitDefaults = Field(default_factory=LimitDefaults)
     budget_alert_threshold: float = Field(default=0.8, gt=0, le=1)
@@ -89,6 +97,9 @@ class ModelRouting(BaseModel):
     fallbacks: list[str] = Field(default_factory=list)
     max_ejection_share: float = Field(default=0.5, ge=0, le=1)
     timeout: float | None = Field(default=None, gt=0, description="Overall deadline shared by all attempts.")
+    max_output_tokens: int | None = Field(
+        default=None, gt=0, le=10_000_000, description="Output reserved (and capped) when a request sets none."
+    )
 
 
 class RoutingDefaults(BaseModel):

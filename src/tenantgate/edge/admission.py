@@ -1,9 +1,12 @@
 """Admission: limits and budgets around the upstream call (reserve before, settle after).
 
 A request is counted against every level that has a limit (its key and its tenant). The reservation holds
-the worst case (prompt counted offline + the output cap; its cost at the model's prices) so concurrent
-requests can never overspend; settling replaces it with the real usage. A principal without any limit skips
-the store entirely.
+the worst case, from cheap sound bounds (:mod:`tenantgate.metering.bounds`: the body's size for the prompt, the
+largest output field times the choices), and its cost at the model's prices, so concurrent requests can never
+overspend; the pipeline forwards the output cap so the upstream cannot generate more than was reserved.
+Settling replaces the reservation with the real usage, in full: an upstream that reports more than was
+reserved (it ignored the cap) is billed what it reports, the key stays refused until that is paid off, and
+the overshoot is counted. A principal without any limit skips the store entirely.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from tenantgate.core.errors import RateLimited, ServiceUnavailable
 from tenantgate.edge.alerts import BudgetAlerts
 from tenantgate.edge.request import ParsedRequest
 from tenantgate.limits import Demand, Limits, LimitStore, Scope, Ticket, build_limit_store, period_bounds
-from tenantgate.metering.tokens import TokenCounter
+from tenantgate.metering.bounds import prompt_token_bound
 from tenantgate.observability import GatewayMetrics
 from tenantgate.routing.catalog import Deployment
 from tenantgate.storage.rows import LimitFields
@@ -40,6 +43,11 @@ def to_limits(fields: LimitFields) -> Limits | None:
     return Limits(fields.rpm, fields.tpm, fields.max_concurrency, fields.budget_usd, period)  # type: ignore[arg-type]
 
 
+def caps_output(scopes: tuple[Scope, ...]) -> bool:
+    """Whether tokens or money are limited at some level: then the prompt is bounded and the output capped."""
+    return any(s.limits.tpm is not None or s.limits.budget_usd is not None for s in scopes)
+
+
 def scopes_of(principal: Principal) -> tuple[Scope, ...]:
     scopes = []
     key_limits = to_limits(principal.key_limits)
@@ -55,15 +63,15 @@ class LimitAdmission:
     def __init__(
         self,
         store: LimitStore,
-        tokens: TokenCounter,
         *,
+        media_allowance: int,
         budget_scopes: BudgetScopes,
         spent_since: SpentSince,
         alerts: BudgetAlerts,
         metrics: GatewayMetrics,
     ) -> None:
         self.store = store
-        self._tokens = tokens
+        self._media_allowance = media_allowance
         self._budget_scopes = budget_scopes
         self._spent_since = spent_since
         self._alerts = alerts
@@ -108,14 +116,16 @@ class LimitAdmission:
             log.exception("re-seeding budgets after a config change failed")
 
     async def reserve(
-        self, principal: Principal, deployment: Deployment, request: ParsedRequest, max_output_tokens: int
+        self, principal: Principal, deployment: Deployment, request: ParsedRequest, output_tokens: int
     ) -> Ticket | None:
+        """Reserve the worst case of ``request`` (``output_tokens``: its output bound, all choices)."""
         scopes = scopes_of(principal)
         if not scopes:
             return None
-        needs_tokens = any(s.limits.tpm is not None or s.limits.budget_usd is not None for s in scopes)
-        prompt = self._tokens.count_prompt(request.endpoint, request.body) if needs_tokens else 0
-        output = max_output_tokens if request.endpoint != "embeddings" else 0
+        prompt = 0
+        if caps_output(scopes):
+            prompt = prompt_token_bound(len(request.raw), request.body, self._media_allowance)
+        output = output_tokens if request.endpoint != "embeddings" else 0
         demand = Demand(prompt + output, deployment.cost_usd(prompt, output))
         try:
             return await self.store.reserve(scopes, demand)
@@ -136,13 +146,23 @@ class LimitAdmission:
         self._spawn(self._settle(ticket, total_tokens, cost_usd))
 
     async def _settle(self, ticket: Ticket, total_tokens: int, cost_usd: float) -> None:
-        await self.store.settle(ticket, total_tokens, cost_usd)
+        beyond = await self.store.settle(ticket, total_tokens, cost_usd)
+        if beyond:
+            # The upstream ignored the forwarded cap (or its tokenizer beat the byte bound): the store billed it
+            # in full, so the key stays refused until the excess is paid; counted so an operator can find it.
+            self.metrics.reservation_overshot(beyond.tokens, beyond.cost_usd)
+            log.warning(
+                "usage beyond the reservation billed in full: %d tokens, %.6f USD", beyond.tokens, beyond.cost_usd
+            )
         self._alerts.after_settle(ticket.scopes)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def caps_output(self, ticket: Ticket | None) -> bool:
+        return ticket is not None and caps_output(ticket.scopes)
 
     def headers(self, ticket: Ticket | None) -> dict[str, str]:
         return ticket.headers if ticket is not None else {}
@@ -165,7 +185,6 @@ class LimitAdmission:
 def build_admission(
     settings: Settings,
     config: GatewayConfig,
-    tokens: TokenCounter,
     *,
     budget_scopes: BudgetScopes,
     spent_since: SpentSince,
@@ -179,5 +198,10 @@ def build_admission(
     )
     alerts = BudgetAlerts(store, config.defaults.budget_alert_threshold, config.defaults.budget_alert_webhook)
     return LimitAdmission(
-        store, tokens, budget_scopes=budget_scopes, spent_since=spent_since, alerts=alerts, metrics=metrics
+        store,
+        media_allowance=config.defaults.media_token_allowance,
+        budget_scopes=budget_scopes,
+        spent_since=spent_since,
+        alerts=alerts,
+        metrics=metrics,
     )

@@ -38,7 +38,7 @@ from tenantgate.edge.idempotent import Idempotency
 from tenantgate.edge.pipeline import ProxyEndpoint, get_model, list_models
 from tenantgate.edge.sync import ConfigSync
 from tenantgate.idempotency import DatabaseIdempotencyStore, IdempotencyStore, RedisIdempotencyStore
-from tenantgate.metering.tokens import TokenCounter
+from tenantgate.metering.estimator import UsageEstimator
 from tenantgate.metering.writer import UsageRetention, UsageWriter
 from tenantgate.observability import GatewayMetrics
 from tenantgate.routing import HealthChecker, HealthConfig, HealthRegistry, Target
@@ -89,7 +89,6 @@ def build_gateway(
     settings: Settings, config: GatewayConfig, engine: AsyncEngine, repos: Repos, restricted_hosts: set[str]
 ) -> Gateway:
     """Every hot-path object, built once per process."""
-    tokens = TokenCounter()
     metrics = GatewayMetrics(
         tenant_labels=settings.metrics_tenant_labels, max_tenant_label_values=settings.metrics_max_tenants
     )
@@ -99,6 +98,8 @@ def build_gateway(
         read_timeout=settings.upstream_read_timeout,
         max_connections=settings.upstream_max_connections,
         resolver_factory=lambda: PolicyResolver(policy, restricted_hosts),
+        network_policy=policy,  # also checked at every connect: IP literals and cached DNS answers never
+        restricted_hosts=restricted_hosts,  # reach the resolver
     )
     forwarder = Forwarder(
         upstream,
@@ -107,6 +108,7 @@ def build_gateway(
         first_byte_timeout=settings.upstream_first_byte_timeout,
         request_timeout=settings.request_timeout,
         metrics=metrics,
+        max_body_bytes=settings.max_upstream_body_bytes,
     )
     store: IdempotencyStore = (
         RedisIdempotencyStore(settings.redis_url) if settings.redis_url else DatabaseIdempotencyStore(engine)
@@ -116,7 +118,14 @@ def build_gateway(
         idempotency=idempotency,
         settings=settings,
         config=config,
-        auth=Authenticator(repos.keys, ttl=settings.auth_cache_ttl, negative_ttl=settings.auth_negative_ttl),
+        auth=Authenticator(
+            repos.keys,
+            ttl=settings.auth_cache_ttl,
+            negative_ttl=settings.auth_negative_ttl,
+            max_entries=settings.auth_cache_max_entries,
+            max_negative_entries=settings.auth_negative_cache_max_entries,
+            max_lookups=settings.auth_max_concurrent_lookups,
+        ),
         catalog=CatalogHolder(),
         upstream=upstream,
         usage=UsageWriter(
@@ -125,11 +134,10 @@ def build_gateway(
             flush_interval=settings.usage_flush_interval,
             batch_size=settings.usage_batch_size,
         ),
-        tokens=tokens,
+        estimator=UsageEstimator(timeout_s=settings.token_count_timeout),
         admission=build_admission(
             settings,
             config,
-            tokens,
             budget_scopes=lambda: budget_scopes(engine),
             spent_since=repos.usage.scope_spent_since,
             metrics=metrics,
@@ -197,6 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await retention.close()
             await gateway.usage.close()
             await gateway.admission.close()
+            await gateway.estimator.close()
             await gateway.upstream.close()
             await engine.dispose()
 

@@ -15,7 +15,7 @@ from tenantgate.edge.forward import Forwarder
 from tenantgate.edge.idempotent import Idempotency
 from tenantgate.edge.request import ParsedRequest
 from tenantgate.edge.responses import StreamRegistry
-from tenantgate.metering.tokens import TokenCounter
+from tenantgate.metering.estimator import UsageEstimator
 from tenantgate.metering.writer import UsageWriter
 from tenantgate.observability import GatewayMetrics
 from tenantgate.routing.catalog import Catalog, Deployment
@@ -26,8 +26,10 @@ class Admission(Protocol):
     """Limits and budgets: reserve before the upstream call, settle after it (see :mod:`tenantgate.edge.admission`)."""
 
     async def reserve(
-        self, principal: Principal, deployment: Deployment, request: ParsedRequest, max_output_tokens: int
+        self, principal: Principal, deployment: Deployment, request: ParsedRequest, output_tokens: int
     ) -> Any: ...
+
+    def caps_output(self, ticket: Any) -> bool: ...
 
     async def settle(self, ticket: Any, total_tokens: int, cost_usd: float) -> None: ...
 
@@ -61,7 +63,7 @@ class Gateway:
     catalog: CatalogHolder
     upstream: UpstreamClient
     usage: UsageWriter
-    tokens: TokenCounter
+    estimator: UsageEstimator
     admission: Admission
     forwarder: Forwarder
     metrics: GatewayMetrics

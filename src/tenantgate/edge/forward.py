@@ -23,6 +23,7 @@ from tenantgate.core.errors import GatewayError, RateLimited, ServiceUnavailable
 from tenantgate.edge.request import ParsedRequest
 from tenantgate.observability import GatewayMetrics, UpstreamOutcome
 from tenantgate.routing import Catalog, Deployment, HealthRegistry
+from tenantgate.routing.health import FailureKind as HealthFailure
 from tenantgate.routing.retry_budget import RetryBudget
 
 
@@ -53,8 +54,10 @@ class Forwarder:
         first_byte_timeout: float,
         request_timeout: float,
         metrics: GatewayMetrics,
+        max_body_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.metrics = metrics
+        self._max_body_bytes = max_body_bytes
         self.upstream = upstream
         self.health = health
         self._routing = routing
@@ -73,7 +76,9 @@ class Forwarder:
     def deadline(self, catalog_timeout: float | None) -> float:
         return time.monotonic() + (catalog_timeout or self._request_timeout)
 
-    async def open(self, candidates: list[Deployment], request: ParsedRequest, deadline: float) -> Attempt:
+    async def open(
+        self, candidates: list[Deployment], request: ParsedRequest, deadline: float, tenant_id: str | None = None
+    ) -> Attempt:
         self.budget.record_request()
         failures: list[UpstreamFailure] = []
         names: list[str] = []
@@ -89,7 +94,7 @@ class Forwarder:
             if remaining <= 0:
                 break
             try:
-                attempt = await self._attempt(deployment, request, remaining)
+                attempt = await self._attempt(deployment, request, remaining, tenant_id)
             except UpstreamFailure as failure:
                 failures.append(failure)
                 names.append(failure.message)
@@ -104,7 +109,9 @@ class Forwarder:
         ceiling = min(self._routing.backoff_max_seconds, self._routing.backoff_base_seconds * 2 ** (attempt - 1))
         return random.uniform(0, ceiling)
 
-    async def _attempt(self, deployment: Deployment, request: ParsedRequest, remaining: float) -> Attempt:
+    async def _attempt(
+        self, deployment: Deployment, request: ParsedRequest, remaining: float, tenant_id: str | None
+    ) -> Attempt:
         backend_id = deployment.backend_id
         limit = min(remaining, deployment.first_byte_timeout or self._first_byte_timeout)
         started = time.perf_counter()
@@ -112,9 +119,8 @@ class Forwarder:
         response: aiohttp.ClientResponse | None = None
         try:
             async with asyncio.timeout(limit):
-                response = await self.upstream.post(
-                    deployment, request.endpoint, request.upstream_payload(deployment.upstream_model)
-                )
+                payload = request.upstream_payload(deployment.upstream_model, deployment.output_cap_field)
+                response = await self.upstream.post(deployment, request.endpoint, payload)
                 attempt = Attempt(deployment, response)
                 if request.stream:
                     attempt.first_chunk = await response.content.readany()
@@ -123,14 +129,14 @@ class Forwarder:
                             f"{deployment.backend_name}: closed the stream before any data", kind="stream_broken"
                         )
                 else:
-                    attempt.body = await response.read()
+                    attempt.body = await _read_capped(response, self._max_body_bytes)
         except (UpstreamFailure, TimeoutError, aiohttp.ClientError) as exc:
             failure = exc if isinstance(exc, UpstreamFailure) else _as_failure(deployment, exc)
             self.metrics.upstream_attempt(deployment.backend_name, _OUTCOMES[failure.kind])
             self.health.release(backend_id)
             if response is not None:
                 response.close()
-            self._record(deployment, failure)
+            self._record(deployment, failure, tenant_id)
             raise failure from None
         except BaseException as exc:
             if isinstance(exc, GatewayError):  # a 4xx about the request itself: the backend is fine
@@ -143,16 +149,41 @@ class Forwarder:
         self.health.record_success(backend_id, time.perf_counter() - started)
         return attempt
 
-    def _record(self, deployment: Deployment, failure: UpstreamFailure) -> None:
+    def _record(self, deployment: Deployment, failure: UpstreamFailure, tenant_id: str | None) -> None:
+        """Feed the health registry. A failure is charged to the tenant whose payload may have caused it (a
+        crafted request can make a backend answer 500, drop the connection or stall), so one tenant alone
+        cannot eject a shared backend; only a refused connection (nothing was sent yet) is no one's doing."""
         backend_id = deployment.backend_id
         if failure.kind == "429":
             self.health.record_rate_limited(backend_id, failure.retry_after)
-        elif failure.kind == "timeout":
-            self.health.record_failure(backend_id, "timeout", failure.message)
-        elif failure.kind == "connect":
-            self.health.record_failure(backend_id, "connect", failure.message)
-        else:
-            self.health.record_failure(backend_id, "5xx", failure.message)
+            return
+        blamed = None if isinstance(failure.__cause__, aiohttp.ClientConnectorError) else tenant_id
+        kind: HealthFailure = (
+            "timeout" if failure.kind == "timeout" else "connect" if failure.kind == "connect" else "5xx"
+        )
+        self.health.record_failure(backend_id, kind, failure.message, tenant_id=blamed)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body of a non-streamed answer, refused (502) past ``limit`` bytes instead of buffered."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> UpstreamError:
+    """Not a backend failure (no failover, no ejection): the answer this request asked for is too big."""
+    return UpstreamError(
+        f"The backend's answer is larger than the gateway's {limit} byte limit.", code="upstream_response_too_large"
+    )
 
 
 _OUTCOMES: dict[str, UpstreamOutcome] = {

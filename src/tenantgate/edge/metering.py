@@ -15,7 +15,8 @@ import structlog
 from tenantgate.auth.authenticator import Principal
 from tenantgate.edge.context import Gateway
 from tenantgate.edge.request import ParsedRequest
-from tenantgate.metering.usage import Usage, estimate_usage, text_from_sse_events
+from tenantgate.metering.bounds import prompt_token_bound
+from tenantgate.metering.usage import Usage
 from tenantgate.routing.catalog import Deployment
 from tenantgate.storage.rows import UsageRecord, utcnow
 
@@ -59,6 +60,7 @@ class RequestMeter:
         self.started = time.perf_counter()
         self.first_byte_at: float | None = None
         self._finished = False
+        self._media_allowance = gateway.config.defaults.media_token_allowance
 
     def first_byte(self, at: float | None = None) -> None:
         if self.first_byte_at is None:
@@ -67,13 +69,33 @@ class RequestMeter:
     def response_headers(self) -> dict[str, str]:
         return self.gateway.admission.headers(self.ticket)
 
-    async def finish_stream(self, status: int, usage: Usage | None, events: list[bytes]) -> None:
-        """Bill a stream: the upstream's usage if it sent one, else what was delivered, counted offline."""
+    async def finish_stream(self, status: int, usage: Usage | None, events: list[bytes] | None, size: int) -> None:
+        """Bill a stream: the upstream's usage if it sent one, else what was delivered, counted offline.
+
+        ``events`` is None when the stream outgrew what the relay keeps for counting; then, as when counting
+        cannot run, the byte bounds are billed (``size``: bytes delivered).
+        """
         if usage is None:
-            usage = estimate_usage(
-                self.gateway.tokens, self.parsed.endpoint, self.parsed.body, text_from_sse_events(events)
-            )
+            usage = await self.estimate(events=events, answer_size=size) if events is not None else self.bounds(size)
         await self.finish(status, usage)
+
+    def bounds(self, answer_size: int) -> Usage:
+        """Usage at its byte bounds: the prompt's and the answer's sizes (never less than the real count)."""
+        parsed = self.parsed
+        prompt = prompt_token_bound(len(parsed.raw), parsed.body, self._media_allowance)
+        return Usage(prompt, answer_size, estimated=True)
+
+    async def estimate(self, *, answer: Any = None, events: list[bytes] | None = None, answer_size: int) -> Usage:
+        """Usage counted off the event loop (see :class:`~tenantgate.metering.estimator.UsageEstimator`)."""
+        bound = self.bounds(answer_size)
+        return await self.gateway.estimator.estimate(
+            self.parsed.endpoint,
+            self.parsed.body,
+            answer=answer,
+            events=events,
+            prompt_bound=bound.prompt_tokens,
+            completion_bound=bound.completion_tokens,
+        )
 
     async def finish(self, status: int, usage: Usage | None) -> None:
         if self._finished:

@@ -6,7 +6,7 @@ streams, ``stream_options.include_usage`` so the gateway can meter what it relay
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -17,6 +17,18 @@ from tenantgate.core.errors import InvalidRequest, PayloadTooLarge
 
 STREAMABLE = frozenset({"chat/completions", "completions", "responses"})
 USAGE_OPTION = frozenset({"chat/completions", "completions"})  # endpoints that know stream_options
+# Every output-length field an OpenAI-compatible server may honour. The reservation takes the largest one
+# present, whatever the endpoint: which one a given server reads is its choice, not the client's.
+LENGTH_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# The field each endpoint's cap is forwarded in (chat: the backend's ``output_cap_field``).
+_CAP_FIELDS: dict[str, tuple[str, ...]] = {
+    "chat/completions": ("max_tokens", "max_completion_tokens"),
+    "completions": ("max_tokens",),
+    "responses": ("max_output_tokens",),
+}
+MAX_LENGTH_FIELD = 10_000_000  # tokens per choice; larger is no real model's output and would overflow budgets
+MAX_CHOICES = 128  # OpenAI's own bound on ``n``
+_NESTING_HINT = 250  # orjson writes at most 254 levels: bodies with this many brackets get a trial encode
 
 
 @dataclass(slots=True)
@@ -26,16 +38,42 @@ class ParsedRequest:
     model: str
     stream: bool
     client_wants_usage: bool
-    max_output_tokens: int | None
+    max_output_tokens: int | None  # the largest output-length field sent (per choice), None when none was
+    choices: int = 1  # sequences the upstream generates: max(n, best_of)
+    raw: bytes = b""
+    output_cap: int | None = None  # per choice; set when a limit applies, then forwarded to the upstream
+    _payloads: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
-    def upstream_payload(self, upstream_model: str) -> bytes:
-        body = self.body
+    def upstream_payload(self, upstream_model: str, cap_field: str = "max_tokens") -> bytes:
+        """The body for one backend: its model name, usage asked for on streams, and the output cap.
+
+        When a limit applies (``output_cap`` set), the request's length fields are replaced by the one field
+        the backend honours (``cap_field`` for chat), so what it generates is bounded by what was reserved.
+        """
+        cache_key = (upstream_model, cap_field)
+        cached = self._payloads.get(cache_key)
+        if cached is not None:
+            return cached
+        body = dict(self.body)
         body["model"] = upstream_model
         if self.stream and self.endpoint in USAGE_OPTION:
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
             body["stream_options"] = options
+        fields = _CAP_FIELDS.get(self.endpoint)
+        if self.output_cap is not None and fields is not None:
+            for name in LENGTH_FIELDS:
+                body.pop(name, None)
+            body[cap_field if cap_field in fields else fields[0]] = self.output_cap
+        payload = self._payloads[cache_key] = _dumps(body)
+        return payload
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    try:
         return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        raise InvalidRequest("The request body is nested too deeply.", code="invalid_json") from None
 
 
 def receive_of(request: Request) -> Receive:
@@ -63,12 +101,12 @@ async def read_body(request: Request, receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _positive_int(body: dict[str, Any], name: str) -> int | None:
+def _positive_int(body: dict[str, Any], name: str, high: int) -> int | None:
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidRequest(f"'{name}' must be a positive integer.", param=name, code="invalid_value")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise InvalidRequest(f"'{name}' must be an integer between 1 and {high}.", param=name, code="invalid_value")
     return value
 
 
@@ -133,12 +171,15 @@ def parse_request(endpoint: str, raw: bytes) -> ParsedRequest:
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("'stream_options' must be an object.", param="stream_options", code="invalid_type")
     max_output = None
-    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
-        value = _positive_int(body, name)
-        max_output = value if value is not None else max_output
-    _positive_int(body, "n")
+    for name in LENGTH_FIELDS:
+        value = _positive_int(body, name, MAX_LENGTH_FIELD)
+        if value is not None and (max_output is None or value > max_output):
+            max_output = value
+    choices = max(_positive_int(body, "n", MAX_CHOICES) or 1, _positive_int(body, "best_of", MAX_CHOICES) or 1)
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1)
     _check_endpoint_fields(endpoint, body)
+    if raw.count(b"{") + raw.count(b"[") >= _NESTING_HINT:
+        _dumps(body)  # refuse what cannot be forwarded now, before anything is reserved
     wants_usage = bool(options and options.get("include_usage") is True)
-    return ParsedRequest(endpoint, body, model, stream, wants_usage, max_output)
+    return ParsedRequest(endpoint, body, model, stream, wants_usage, max_output, choices, raw)

@@ -33,7 +33,12 @@ def config_backends(config: GatewayConfig) -> list[BackendRow]:
             BackendModel(m.name, m.upstream_model or m.name, m.input_price_per_mtok, m.output_price_per_mtok)
             for m in entry.model_entries()
         )
-        options = {"weight": entry.weight, "priority": entry.priority, "timeouts": entry.timeouts.model_dump()}
+        options = {
+            "weight": entry.weight,
+            "priority": entry.priority,
+            "timeouts": entry.timeouts.model_dump(),
+            "output_cap_field": entry.output_cap_field,
+        }
         rows.append(
             BackendRow(
                 f"cfg_{entry.name}",
@@ -68,6 +73,7 @@ def _deployments(row: BackendRow, api_key: Redacted | None) -> list[Deployment]:
             connect_timeout=timeouts.get("connect"),
             first_byte_timeout=timeouts.get("first_byte"),
             idle_timeout=timeouts.get("idle"),
+            output_cap_field=str(options.get("output_cap_field") or "max_tokens"),
         )
         for model in row.models
     ]

@@ -21,6 +21,12 @@ _HEADERS: dict[str, str] = {
     "die_after": "x-mock-die-after",
     "omit_usage": "x-mock-omit-usage",
     "stall": "x-mock-stall",
+    "echo_auth": "x-mock-echo-auth",  # an error body that echoes the request's credentials (a leaky upstream)
+    # Which output-length field the mock obeys: "max_tokens" (Ollama's dialect), "max_completion_tokens", or
+    # "none" (a server that ignores the cap); unset = both, max_completion_tokens first (vLLM, OpenAI).
+    "length_field": "x-mock-length-field",
+    "bad_event": "x-mock-bad-event",  # a stream event whose data is not JSON, after the first delta
+    "error_event": "x-mock-error-event",  # an in-band error event echoing the request's credential, mid-stream
 }
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -41,6 +47,10 @@ class Faults:
     die_after: int | None = None
     omit_usage: bool = False
     stall: bool = False
+    echo_auth: bool = False
+    length_field: str | None = None
+    bad_event: bool = False
+    error_event: bool = False
 
 
 def parse_faults(
@@ -78,7 +88,23 @@ def parse_faults(
         die_after=_int(raw, "die_after", minimum=0),
         omit_usage=_bool(raw, "omit_usage"),
         stall=_bool(raw, "stall"),
+        echo_auth=_bool(raw, "echo_auth"),
+        length_field=_length_field(raw),
+        bad_event=_bool(raw, "bad_event"),
+        error_event=_bool(raw, "error_event"),
     )
+
+
+_LENGTH_FIELDS = frozenset({"max_tokens", "max_completion_tokens", "none"})
+
+
+def _length_field(raw: Mapping[str, Any]) -> str | None:
+    value = raw.get("length_field")
+    if value is None:
+        return None
+    if value not in _LENGTH_FIELDS:
+        raise FaultError(f"mock option length_field must be one of {sorted(_LENGTH_FIELDS)}")
+    return str(value)
 
 
 def _float(raw: Mapping[str, Any], key: str, default: float) -> float:

@@ -14,6 +14,7 @@ import base64
 import itertools
 import struct
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,8 @@ async def _admit(request: web.Request) -> tuple[Json, Faults]:
         )
     except FaultError as exc:
         raise MockError(400, str(exc), param="mock") from None
+    if faults.echo_auth:
+        raise _echo_auth(request, faults.status or 400)
     if faults.status is not None:
         await _sleep(faults.ttft)
         headers = {"retry-after": "1"} if faults.status == 429 else None
@@ -78,6 +81,19 @@ async def _admit(request: web.Request) -> tuple[Json, Faults]:
         message = f"The model `{model}` does not exist or you do not have access to it."
         raise MockError(404, message, code="model_not_found", param="model")
     return body, faults
+
+
+def _echo_auth(request: web.Request, status: int) -> MockError:
+    """A leaky upstream's error: the request's credential in every field and the usual encodings."""
+    auth = request.headers.get("authorization", "")
+    key = auth.removeprefix("Bearer ")
+    basic = base64.b64encode(f"gateway:{key}".encode()).decode()
+    message = (
+        f"Invalid request. Received headers: Authorization: {auth}; api_key={key}; "
+        f"as URL: {urllib.parse.quote(auth, safe='')}; as base64: {base64.b64encode(auth.encode()).decode()}; "
+        f"as Basic: Basic {basic}; json: {orjson.dumps({'api_key': key}).decode()}"
+    )
+    return MockError(status, message, code=key, param=auth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +119,9 @@ class _Reply:
         last = len(self.words) - 1
         return [w if i == last else w + " " for i, w in enumerate(self.words)]
 
-    def usage(self) -> Json:
-        p, c = self.prompt_tokens, len(self.words)
+    def usage(self, sequences: int = 1) -> Json:
+        """Like a real server, every generated sequence (``n`` choices, ``best_of`` candidates) is billed."""
+        p, c = self.prompt_tokens, len(self.words) * sequences
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
@@ -148,6 +165,11 @@ async def _stream(
             if i:
                 await _sleep(faults.chunk_delay)
             await response.write(event)
+            if faults.bad_event and i == 0:
+                await response.write(b"data: this is not json\n\n")
+            if faults.error_event and i == 0:  # a leaky upstream: its in-band error quotes the credential
+                leak = f"overloaded while serving {request.headers.get('authorization', '')}"
+                await response.write(_sse({"error": {"message": leak, "type": "server_error", "code": None}}))
         if faults.die_after is not None:
             return _die(request, response)
         await response.write(tail)
@@ -164,14 +186,18 @@ async def _classic(
     model, created = body["model"], int(time.time())
     rid = ("chatcmpl-" if chat else "cmpl-") + _rand()
     kind = "chat.completion" if chat else "text_completion"
-    usage = None if faults.omit_usage else reply.usage()
+    n = _count_param(body, "n")
+    usage = None if faults.omit_usage else reply.usage(max(n, _count_param(body, "best_of")))
     if body.get("stream") is not True:
-        if chat:
-            choice: Json = {"index": 0, "message": {"role": "assistant", "content": reply.text}}
-        else:
-            choice = {"index": 0, "text": reply.text}
-        choice.update(logprobs=None, finish_reason=reply.finish)
-        payload: Json = {"id": rid, "object": kind, "created": created, "model": model, "choices": [choice]}
+        choices: list[Json] = []
+        for index in range(n):
+            if chat:
+                choice: Json = {"index": index, "message": {"role": "assistant", "content": reply.text}}
+            else:
+                choice = {"index": index, "text": reply.text}
+            choice.update(logprobs=None, finish_reason=reply.finish)
+            choices.append(choice)
+        payload: Json = {"id": rid, "object": kind, "created": created, "model": model, "choices": choices}
         if usage is not None:
             payload["usage"] = usage
         return await _plain(request, faults, payload)
@@ -181,16 +207,21 @@ async def _classic(
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"
 
     def chunk(piece: str | None, finish: str | None = None, *, first: bool = False) -> bytes:
-        if chat:
-            delta: Json = {"role": "assistant", "content": ""} if first else {} if piece is None else {"content": piece}
-            choice: Json = {"index": 0, "delta": delta}
-        else:
-            choice = {"index": 0, "text": piece or ""}
-        choice.update(logprobs=None, finish_reason=finish)
-        obj: Json = {"id": rid, "object": chunk_kind, "created": created, "model": model, "choices": [choice]}
-        if with_usage:
-            obj["usage"] = None
-        return _sse(obj)
+        out = b""
+        for index in range(n):  # one event per choice, as real servers interleave them
+            if chat:
+                delta: Json = (
+                    {"role": "assistant", "content": ""} if first else {} if piece is None else {"content": piece}
+                )
+                choice: Json = {"index": index, "delta": delta}
+            else:
+                choice = {"index": index, "text": piece or ""}
+            choice.update(logprobs=None, finish_reason=finish)
+            obj: Json = {"id": rid, "object": chunk_kind, "created": created, "model": model, "choices": [choice]}
+            if with_usage:
+                obj["usage"] = None
+            out += _sse(obj)
+        return out
 
     tail = chunk(None, reply.finish)
     if with_usage:
@@ -207,12 +238,30 @@ async def _classic(
     return await _stream(request, faults, chunk(None, first=True), deltas, tail + b"data: [DONE]\n\n")
 
 
+def _obeyed(faults: Faults, *fields: str) -> tuple[str, ...]:
+    """The length fields this request's server dialect reads (see the ``length_field`` fault)."""
+    if faults.length_field is None:
+        return fields
+    if faults.length_field == "none":
+        return ()
+    return fields if len(fields) == 1 else (faults.length_field,)  # only chat has a choice of fields
+
+
+def _count_param(body: Json, name: str) -> int:
+    value = body.get(name)
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 128:
+        raise MockError(400, f"'{name}' must be an integer between 1 and 128.", param=name)
+    return value
+
+
 async def _chat(request: web.Request) -> web.StreamResponse:
     body, faults = await _admit(request)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise MockError(400, "'messages' must be a non-empty array.", param="messages")
-    limit = _max_tokens(body, "max_completion_tokens", "max_tokens")
+    limit = _max_tokens(body, *_obeyed(faults, "max_completion_tokens", "max_tokens"))
     reply = _Reply.make(_last_user_words(messages), _message_tokens(messages), faults, limit)
     return await _classic(request, body, faults, reply, chat=True)
 
@@ -222,7 +271,7 @@ async def _completions(request: web.Request) -> web.StreamResponse:
     body, faults = await _admit(request)
     prompts = _inputs(body.get("prompt"), "prompt")
     source = prompts[0].split() if isinstance(prompts[0], str) else []
-    reply = _Reply.make(source, _input_tokens(prompts), faults, _max_tokens(body, "max_tokens"))
+    reply = _Reply.make(source, _input_tokens(prompts), faults, _max_tokens(body, *_obeyed(faults, "max_tokens")))
     return await _classic(request, body, faults, reply, chat=False)
 
 
@@ -235,7 +284,10 @@ async def _responses(request: web.Request) -> web.StreamResponse:
         raise MockError(400, "'input' must be a string or a non-empty array.", param="input")
     counted = items if not isinstance(body.get("instructions"), str) else [{"content": body["instructions"]}, *items]
     reply = _Reply.make(
-        _last_user_words(items), _message_tokens(counted), faults, _max_tokens(body, "max_output_tokens")
+        _last_user_words(items),
+        _message_tokens(counted),
+        faults,
+        _max_tokens(body, *_obeyed(faults, "max_output_tokens")),
     )
     rid, msg_id, created = f"resp_{_rand()}", f"msg_{_rand()}", int(time.time())
 

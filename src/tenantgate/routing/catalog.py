@@ -42,6 +42,7 @@ class Deployment:
     connect_timeout: float | None = None  # seconds; None = the gateway-wide setting
     first_byte_timeout: float | None = None
     idle_timeout: float | None = None  # longest silence between stream chunks
+    output_cap_field: str = "max_tokens"  # the chat length field this backend honours (see edge/request.py)
 
     def __post_init__(self) -> None:
         # Deployments come from config files and the admin API; refuse nonsense when the catalog is built.
