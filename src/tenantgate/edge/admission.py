@@ -124,7 +124,7 @@ class LimitAdmission:
             return None
         prompt = 0
         if caps_output(scopes):
-            prompt = prompt_token_bound(len(request.raw), request.body, self._media_allowance)
+            prompt = prompt_token_bound(request.raw_size, request.body, self._media_allowance)
         output = output_tokens if request.endpoint != "embeddings" else 0
         demand = Demand(prompt + output, deployment.cost_usd(prompt, output))
         try:

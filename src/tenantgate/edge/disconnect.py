@@ -3,8 +3,8 @@
 ASGI servers only report a disconnect to whoever calls ``receive``; a handler busy awaiting the upstream never
 does, so a client that gave up on a long non-streamed request used to leave the upstream call and its
 concurrency slot busy until the backend finished, and the request was recorded as a success. The watch reads
-``receive`` in a small task while it is armed (from the end of the request body to the moment the upstream
-answered) and cancels the handler when the client goes. The pipeline meters the cancellation as 499 and
+``receive`` in a small task while it is armed (from the reservation to the moment the upstream answered)
+and cancels the handler when the client goes. The pipeline meters the cancellation as 499 and
 releases everything in its ``finally`` blocks. Once disarmed it can no longer cancel anything, so the answer
 path after the upstream responded is never interrupted half-way.
 """
@@ -26,7 +26,9 @@ class DisconnectWatch:
         self.fired = False
 
     def start(self) -> None:
-        """Arm the watch; call once the whole request body has been read (``receive`` is free again)."""
+        """Arm the watch; call once the whole request body has been read (``receive`` is free again).
+
+        A client that left earlier is noticed at once: ``receive`` then reports the disconnect straight away."""
         self._task = asyncio.current_task()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 

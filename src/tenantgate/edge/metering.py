@@ -82,7 +82,7 @@ class RequestMeter:
     def bounds(self, answer_size: int) -> Usage:
         """Usage at its byte bounds: the prompt's and the answer's sizes (never less than the real count)."""
         parsed = self.parsed
-        prompt = prompt_token_bound(len(parsed.raw), parsed.body, self._media_allowance)
+        prompt = prompt_token_bound(parsed.raw_size, parsed.body, self._media_allowance)
         return Usage(prompt, answer_size, estimated=True)
 
     async def estimate(self, *, answer: Any = None, events: list[bytes] | None = None, answer_size: int) -> Usage:

@@ -106,7 +106,6 @@ class ProxyEndpoint:
         principal = await gw.auth.authenticate(presented_key(request))
         trace.tenant_id = principal.tenant_id
         parsed = parse_request(self.endpoint, await read_body(request, receive_of(request), gw.settings.max_body_bytes))
-        watch.start()  # the body is in: from here a client that leaves cancels the work
         if not gw.catalog.current.has(parsed.model) or not principal.may_use(parsed.model):
             # A model outside the key's allowlist answers exactly like one that does not exist (as OpenAI does).
             raise ModelNotFound(f"The model '{parsed.model}' does not exist.", param="model")
@@ -147,6 +146,9 @@ class ProxyEndpoint:
             parsed.output_cap = per_choice  # forwarded, so the upstream cannot generate more than was reserved
         meter = RequestMeter(gw, principal, parsed, candidates[0], request_id, ticket, trace)
         deadline = gw.forwarder.deadline(routing.timeout if routing else None)
+        # From here until the upstream answers, a client that leaves cancels the work (armed only now, so no
+        # reservation can be lost half-made to a cancellation).
+        watch.start()
         try:
             attempt = await gw.forwarder.open(candidates, parsed, deadline, principal.tenant_id)
         except GatewayError as error:
@@ -158,7 +160,9 @@ class ProxyEndpoint:
         except BaseException:
             await meter.finish(500, None)  # a gateway fault: recorded as one, not as the client's doing
             raise
-        watch.stop()  # the upstream answered: the rest runs to the end (streams watch the client themselves)
+        finally:
+            watch.stop()  # answered or failed: the rest runs to the end (streams watch the client themselves)
+        parsed.forget_payloads()
         meter.deployment = attempt.deployment
         if not parsed.stream:
             return await self._whole(attempt, meter)

@@ -40,7 +40,7 @@ class ParsedRequest:
     client_wants_usage: bool
     max_output_tokens: int | None  # the largest output-length field sent (per choice), None when none was
     choices: int = 1  # sequences the upstream generates: max(n, best_of)
-    raw: bytes = b""
+    raw_size: int = 0  # bytes of the JSON body: the prompt's reservation bound (see metering/bounds.py)
     output_cap: int | None = None  # per choice; set when a limit applies, then forwarded to the upstream
     _payloads: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
@@ -67,6 +67,10 @@ class ParsedRequest:
             body[cap_field if cap_field in fields else fields[0]] = self.output_cap
         payload = self._payloads[cache_key] = _dumps(body)
         return payload
+
+    def forget_payloads(self) -> None:
+        """Drop the encoded bodies once an attempt succeeded (a long stream should not keep them)."""
+        self._payloads.clear()
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
@@ -182,4 +186,4 @@ def parse_request(endpoint: str, raw: bytes) -> ParsedRequest:
     if raw.count(b"{") + raw.count(b"[") >= _NESTING_HINT:
         _dumps(body)  # refuse what cannot be forwarded now, before anything is reserved
     wants_usage = bool(options and options.get("include_usage") is True)
-    return ParsedRequest(endpoint, body, model, stream, wants_usage, max_output, choices, raw)
+    return ParsedRequest(endpoint, body, model, stream, wants_usage, max_output, choices, len(raw))

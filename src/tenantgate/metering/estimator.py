@@ -46,13 +46,25 @@ class UsageEstimator:
         self._timeout_s = timeout_s
         self._max_pending = max_pending
         self._pool: Pool | None = None
+        self._starting: asyncio.Future[Pool] | None = None
         self._pending = 0
         self.fallbacks = 0  # estimates that fell back to the bounds (for tests and the logs)
 
-    def _workers(self) -> Pool:
-        if self._pool is None:
-            context = multiprocessing.get_context("spawn")  # no fork of a running event loop and its threads
-            self._pool = context.Pool(1, initializer=_init_worker, initargs=(self._encoding,))
+    async def _workers(self) -> Pool:
+        """The worker pool, started once on first use, in a thread (starting a process blocks for milliseconds);
+        estimates arriving meanwhile wait for that one start."""
+        if self._pool is not None:
+            return self._pool
+        if self._starting is None:
+            loop = asyncio.get_running_loop()
+            self._starting = loop.run_in_executor(None, _start_pool, self._encoding)
+        starting = self._starting
+        try:
+            pool = await asyncio.shield(starting)
+        finally:
+            if starting.done() and self._starting is starting:
+                self._starting = None
+        self._pool = self._pool or pool
         return self._pool
 
     async def estimate(
@@ -79,7 +91,7 @@ class UsageEstimator:
 
         self._pending += 1
         try:
-            pool = self._workers()
+            pool = await self._workers()
             pool.apply_async(_estimate_job, (endpoint, body, answer, events), callback=resolve, error_callback=fail)
             async with asyncio.timeout(self._timeout_s):
                 prompt, completion = await done
@@ -104,9 +116,17 @@ class UsageEstimator:
             asyncio.get_running_loop().run_in_executor(None, _terminate, pool)
 
     async def close(self) -> None:
+        if self._starting is not None:  # a start still running must not leave its worker behind
+            with contextlib.suppress(Exception):
+                await self._workers()
         pool, self._pool = self._pool, None
         if pool is not None:
             await asyncio.get_running_loop().run_in_executor(None, _terminate, pool)
+
+
+def _start_pool(encoding: str) -> Pool:
+    context = multiprocessing.get_context("spawn")  # no fork of a running event loop and its threads
+    return context.Pool(1, initializer=_init_worker, initargs=(encoding,))
 
 
 def _terminate(pool: Pool) -> None:
