@@ -82,6 +82,10 @@ def test_a_huge_prompt_without_spaces_does_not_stall_another_tenant(gateway: Gat
         f"victim during attack: n={len(during)} median={statistics.median(during) * 1000:.1f} ms "
         f"p99={sorted(during)[int(len(during) * 0.99)] * 1000:.1f} ms max={worst * 1000:.1f} ms"
     )
+    p99 = sorted(during)[int(len(during) * 0.99)]
+    # Bounds far above what this machine measures (p99 5-14 ms) and far below the bug (minutes), so a loaded CI
+    # machine cannot make the test flaky; the measured figures are in the README and the closing note.
+    assert p99 < 0.25, f"another tenant's p99 was {p99:.3f} s during the attack"
     assert worst < 1.0, f"another tenant waited {worst:.2f} s behind the attack"
 
     with gateway.admin() as admin:
