@@ -167,9 +167,11 @@ class StreamRelay:
             raise _Malformed("The backend sent a stream event that is not valid JSON.") from None
         if self._responses_api and any(marker in event for marker in _RESPONSES_TERMINAL):
             self.outcome.completed = True
-        if isinstance(parsed, dict) and ("error" in parsed or parsed.get("type") in _ERROR_TYPES):
+        if b"error" in data and isinstance(parsed, dict) and ("error" in parsed or parsed.get("type") in _ERROR_TYPES):
             event = scrub(event.decode(errors="replace"), self._secrets).encode()
         self._keep_for_counting(event)
+        if b'"usage"' not in data or b'"usage":null' in data or b'"usage": null' in data:
+            return event  # most chunks: no usage to look at
         usage = usage_from_object(parsed)
         if usage is not None:
             self.outcome.usage = usage
