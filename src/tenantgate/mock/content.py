@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from tenantgate.mock.common import Json, MockError
+from tenantgate.mock.faults import Faults
 
 
 def _text(content: Any) -> str:
@@ -71,3 +72,21 @@ def _vector(value: str | list[int], dims: int) -> list[float]:
     values = [b / 127.5 - 1.0 for b in raw[:dims]]
     norm = math.sqrt(sum(v * v for v in values)) or 1.0
     return list(struct.unpack(f"<{dims}f", struct.pack(f"<{dims}f", *(v / norm for v in values))))
+
+
+def obeyed_length_fields(faults: Faults, *fields: str) -> tuple[str, ...]:
+    """The length fields this request's server dialect reads (see the ``length_field`` fault)."""
+    if faults.length_field is None:
+        return fields
+    if faults.length_field == "none":
+        return ()
+    return fields if len(fields) == 1 else (faults.length_field,)  # only chat has a choice of fields
+
+
+def count_param(body: Json, name: str) -> int:
+    value = body.get(name)
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 128:
+        raise MockError(400, f"'{name}' must be an integer between 1 and 128.", param=name)
+    return value

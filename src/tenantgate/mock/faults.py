@@ -8,9 +8,15 @@ unset fall back to the process-wide :class:`~tenantgate.mock.upstream.MockOption
 
 from __future__ import annotations
 
+import base64
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
+
+from tenantgate.mock.common import MockError
 
 # Body key -> header name. Body keys carry no hyphens so they read naturally in JSON.
 _HEADERS: dict[str, str] = {
@@ -146,3 +152,16 @@ def _bool(raw: Mapping[str, Any], key: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise FaultError(f"mock option {key} must be a boolean")
+
+
+def echo_auth_error(headers: Mapping[str, str], status: int) -> MockError:
+    """A leaky upstream's error: the request's credential in every field and the usual encodings."""
+    auth = headers.get("authorization", "")
+    key = auth.removeprefix("Bearer ")
+    basic = base64.b64encode(f"gateway:{key}".encode()).decode()
+    message = (
+        f"Invalid request. Received headers: Authorization: {auth}; api_key={key}; "
+        f"as URL: {urllib.parse.quote(auth, safe='')}; as base64: {base64.b64encode(auth.encode()).decode()}; "
+        f"as Basic: Basic {basic}; json: {orjson.dumps({'api_key': key}).decode()}"
+    )
+    return MockError(status, message, code=key, param=auth)

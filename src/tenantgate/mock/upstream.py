@@ -14,7 +14,6 @@ import base64
 import itertools
 import struct
 import time
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +45,10 @@ from tenantgate.mock.content import (
     _max_tokens,
     _message_tokens,
     _vector,
+    count_param,
+    obeyed_length_fields,
 )
-from tenantgate.mock.faults import FaultError, Faults, parse_faults
+from tenantgate.mock.faults import FaultError, Faults, echo_auth_error, parse_faults
 
 
 async def _admit(request: web.Request) -> tuple[Json, Faults]:
@@ -69,7 +70,7 @@ async def _admit(request: web.Request) -> tuple[Json, Faults]:
     except FaultError as exc:
         raise MockError(400, str(exc), param="mock") from None
     if faults.echo_auth:
-        raise _echo_auth(request, faults.status or 400)
+        raise echo_auth_error(request.headers, faults.status or 400)
     if faults.status is not None:
         await _sleep(faults.ttft)
         headers = {"retry-after": "1"} if faults.status == 429 else None
@@ -81,19 +82,6 @@ async def _admit(request: web.Request) -> tuple[Json, Faults]:
         message = f"The model `{model}` does not exist or you do not have access to it."
         raise MockError(404, message, code="model_not_found", param="model")
     return body, faults
-
-
-def _echo_auth(request: web.Request, status: int) -> MockError:
-    """A leaky upstream's error: the request's credential in every field and the usual encodings."""
-    auth = request.headers.get("authorization", "")
-    key = auth.removeprefix("Bearer ")
-    basic = base64.b64encode(f"gateway:{key}".encode()).decode()
-    message = (
-        f"Invalid request. Received headers: Authorization: {auth}; api_key={key}; "
-        f"as URL: {urllib.parse.quote(auth, safe='')}; as base64: {base64.b64encode(auth.encode()).decode()}; "
-        f"as Basic: Basic {basic}; json: {orjson.dumps({'api_key': key}).decode()}"
-    )
-    return MockError(status, message, code=key, param=auth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +174,8 @@ async def _classic(
     model, created = body["model"], int(time.time())
     rid = ("chatcmpl-" if chat else "cmpl-") + _rand()
     kind = "chat.completion" if chat else "text_completion"
-    n = _count_param(body, "n")
-    usage = None if faults.omit_usage else reply.usage(max(n, _count_param(body, "best_of")))
+    n = count_param(body, "n")
+    usage = None if faults.omit_usage else reply.usage(max(n, count_param(body, "best_of")))
     if body.get("stream") is not True:
         choices: list[Json] = []
         for index in range(n):
@@ -238,30 +226,12 @@ async def _classic(
     return await _stream(request, faults, chunk(None, first=True), deltas, tail + b"data: [DONE]\n\n")
 
 
-def _obeyed(faults: Faults, *fields: str) -> tuple[str, ...]:
-    """The length fields this request's server dialect reads (see the ``length_field`` fault)."""
-    if faults.length_field is None:
-        return fields
-    if faults.length_field == "none":
-        return ()
-    return fields if len(fields) == 1 else (faults.length_field,)  # only chat has a choice of fields
-
-
-def _count_param(body: Json, name: str) -> int:
-    value = body.get(name)
-    if value is None:
-        return 1
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 128:
-        raise MockError(400, f"'{name}' must be an integer between 1 and 128.", param=name)
-    return value
-
-
 async def _chat(request: web.Request) -> web.StreamResponse:
     body, faults = await _admit(request)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise MockError(400, "'messages' must be a non-empty array.", param="messages")
-    limit = _max_tokens(body, *_obeyed(faults, "max_completion_tokens", "max_tokens"))
+    limit = _max_tokens(body, *obeyed_length_fields(faults, "max_completion_tokens", "max_tokens"))
     reply = _Reply.make(_last_user_words(messages), _message_tokens(messages), faults, limit)
     return await _classic(request, body, faults, reply, chat=True)
 
@@ -271,7 +241,9 @@ async def _completions(request: web.Request) -> web.StreamResponse:
     body, faults = await _admit(request)
     prompts = _inputs(body.get("prompt"), "prompt")
     source = prompts[0].split() if isinstance(prompts[0], str) else []
-    reply = _Reply.make(source, _input_tokens(prompts), faults, _max_tokens(body, *_obeyed(faults, "max_tokens")))
+    reply = _Reply.make(
+        source, _input_tokens(prompts), faults, _max_tokens(body, *obeyed_length_fields(faults, "max_tokens"))
+    )
     return await _classic(request, body, faults, reply, chat=False)
 
 
@@ -287,7 +259,7 @@ async def _responses(request: web.Request) -> web.StreamResponse:
         _last_user_words(items),
         _message_tokens(counted),
         faults,
-        _max_tokens(body, *_obeyed(faults, "max_output_tokens")),
+        _max_tokens(body, *obeyed_length_fields(faults, "max_output_tokens")),
     )
     rid, msg_id, created = f"resp_{_rand()}", f"msg_{_rand()}", int(time.time())
 
