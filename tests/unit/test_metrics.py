@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tenantgate.observability.metrics import GENAI_TTFT_BUCKETS, TOKEN_BUCKETS, GatewayMetrics
+from tenantgate.observability.metrics import GatewayMetrics
+from tenantgate.observability.vocabulary import GENAI_TTFT_BUCKETS, TOKEN_BUCKETS
 
 Labels = tuple[tuple[str, str], ...]
 

@@ -1,8 +1,8 @@
-"""Observability: the Prometheus metrics of the gateway (one module, one registry per app)."""
+"""Observability: the Prometheus metrics of the gateway (declared in one module, one registry per app)."""
 
-from tenantgate.observability.metrics import (
+from tenantgate.observability.metrics import GatewayMetrics
+from tenantgate.observability.vocabulary import (
     BackendState,
-    GatewayMetrics,
     LimitKind,
     StoreState,
     UpstreamOutcome,

@@ -1,8 +1,9 @@
 """Every Prometheus metric the gateway exports, declared in this one module.
 
 Why one module: names, label sets and buckets are an operator-facing contract (dashboards and alerts depend on
-them), so they are reviewed in one place, and the request path calls a handful of intention-named methods
-instead of touching ``prometheus_client`` objects itself.
+them), so they are reviewed in one place (this module, with its closed label vocabularies and buckets in
+:mod:`.vocabulary`), and the request path calls a handful of intention-named methods instead of touching
+``prometheus_client`` objects itself.
 
 Why a registry per :class:`GatewayMetrics`: no module-level state. The app factory builds one object per app,
 so several apps in one test process (or one process serving two apps) never share or collide on series.
@@ -20,46 +21,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 from tenantgate.observability.exposition import WithoutCreated
+from tenantgate.observability.vocabulary import (
+    BACKEND_STATE_SET,
+    BACKEND_STATES,
+    DURATION_BUCKETS,
+    GENAI_DURATION_BUCKETS,
+    GENAI_OPERATIONS,
+    GENAI_TTFT_BUCKETS,
+    LATENCY_BUCKETS,
+    LIMIT_KINDS,
+    OTHER_TENANT,
+    STORE_STATE_SET,
+    STORE_STATES,
+    TOKEN_BUCKETS,
+    UPSTREAM_OUTCOMES,
+    BackendState,
+    LimitKind,
+    StoreState,
+    UpstreamOutcome,
+)
 
 log = logging.getLogger("tenantgate.metrics")
-
-UpstreamOutcome = Literal["success", "connect_error", "timeout", "http_5xx", "http_429", "http_4xx", "stream_broken"]
-LimitKind = Literal["rpm", "tpm", "concurrency", "budget", "limiter_unavailable"]
-BackendState = Literal["healthy", "ejected", "cooling", "unhealthy", "disabled"]
-StoreState = Literal["ok", "degraded", "down"]
-
-UPSTREAM_OUTCOMES: Final = frozenset(get_args(UpstreamOutcome))
-LIMIT_KINDS: Final = frozenset(get_args(LimitKind))
-BACKEND_STATES: Final[tuple[str, ...]] = get_args(BackendState)
-STORE_STATES: Final[tuple[str, ...]] = get_args(StoreState)
-_BACKEND_STATE_SET: Final = frozenset(BACKEND_STATES)
-_STORE_STATE_SET: Final = frozenset(STORE_STATES)
-
-# Seconds. LLM latencies span from a cached embedding (milliseconds) to a long generation (minutes); the
-# request-duration buckets go past 60 s up to the default upstream read timeout.
-LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
-DURATION_BUCKETS: Final = (*LATENCY_BUCKETS, 120.0, 300.0)
-# The OpenTelemetry GenAI semantic conventions advise these boundaries for their histograms; using them keeps
-# the gen_ai_* series comparable with other GenAI servers' dashboards.
-GENAI_DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
-GENAI_TTFT_BUCKETS: Final = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-TOKEN_BUCKETS: Final = tuple(float(4**i) for i in range(12))  # 1, 4, 16, … 4,194,304 tokens
-
-# Route (the endpoint name under /v1) -> gen_ai.operation.name. Routes not listed (e.g. "models") are not
-# GenAI operations and only feed the tenantgate_* metrics.
-GENAI_OPERATIONS: Final = {
-    "chat/completions": "chat",
-    "completions": "text_completion",
-    "embeddings": "embeddings",
-    "responses": "responses",
-}
-OTHER_TENANT: Final = "other"
 
 
 class _RouteModel:
@@ -327,7 +314,7 @@ class GatewayMetrics:
     def set_backend_health(self, backend: str, state: BackendState) -> None:
         if self._backend_states.get(backend) == state:
             return
-        _check(state, _BACKEND_STATE_SET, "backend state")
+        _check(state, BACKEND_STATE_SET, "backend state")
         self._backend_states[backend] = state
         self.backend_healthy.labels(backend).set(1 if state == "healthy" else 0)
         for each in BACKEND_STATES:
@@ -353,7 +340,7 @@ class GatewayMetrics:
         self._usage_written_seen = written_total
 
     def set_limits_store(self, state: StoreState) -> None:
-        _check(state, _STORE_STATE_SET, "limits store state")
+        _check(state, STORE_STATE_SET, "limits store state")
         for each in STORE_STATES:
             self.limits_store_state.labels(each).set(1 if each == state else 0)
 

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
+from tenantgate.routing.streak import FailureStreak
+
 HealthState = Literal["healthy", "ejected", "cooling", "unhealthy", "disabled"]
 FailureKind = Literal["connect", "timeout", "5xx"]
 
@@ -145,9 +147,7 @@ class _Backend:
     """The mutable record behind one backend's status (private to the registry)."""
 
     __slots__ = (
-        "consecutive_failures",
         "cooling_until",
-        "counted_failures",
         "disabled",
         "ejected_until",
         "in_flight",
@@ -157,15 +157,13 @@ class _Backend:
         "probe_failures",
         "probe_latency_ms",
         "probe_successes",
-        "streak_by_tenant",
+        "streak",
         "times_ejected",
         "unhealthy",
     )
 
     def __init__(self) -> None:
-        self.consecutive_failures = 0
-        self.counted_failures = 0  # the streak's failures that count towards ejection (per-tenant capped)
-        self.streak_by_tenant: dict[str, int] = {}  # tenant -> its failures in the streak (< threshold entries)
+        self.streak = FailureStreak()
         self.times_ejected = 0
         self.ejected_until: float | None = None
         self.last_ejection_end: float | None = None
@@ -178,11 +176,6 @@ class _Backend:
         self.last_error: str | None = None
         self.latency_ewma_ms: float | None = None
         self.probe_latency_ms: float | None = None
-
-    def reset_streak(self) -> None:
-        self.consecutive_failures = 0
-        self.counted_failures = 0
-        self.streak_by_tenant.clear()
 
     def state(self) -> HealthState:
         if self.disabled:
@@ -222,7 +215,7 @@ class HealthRegistry:
         """A request completed: the failure streak ends, and a running ejection or cool-down is over early,
         because a real answer is better evidence than a timer."""
         entry = self._settled(backend_id)
-        entry.reset_streak()
+        entry.streak.reset()
         if latency_s is not None:
             entry.latency_ewma_ms = self._ewma(entry.latency_ewma_ms, latency_s * 1000)
         if entry.ejected_until is not None:
@@ -235,26 +228,16 @@ class HealthRegistry:
     def record_failure(self, backend_id: str, kind: FailureKind, error: str, *, tenant_id: str | None = None) -> None:
         """A connect error, timeout or 5xx. Failures while already ejected do not extend the ejection.
 
-        ``tenant_id`` is the tenant whose request failed: its failures count towards ejection only
-        :attr:`HealthConfig.per_tenant_cap` times per streak, so one tenant's payloads alone cannot eject a
-        shared backend. Pass None only when no payload can have caused the failure (the TCP connect itself was
-        refused, DNS or TLS failed): it then counts in full. Whatever the count, ``consecutive_failures``
-        reports the whole streak.
+        ``tenant_id`` is the tenant whose request failed (see :class:`~tenantgate.routing.streak.FailureStreak`);
+        pass None only when no payload can have caused the failure (the TCP connect itself was refused, DNS or
+        TLS failed).
         """
         entry = self._settled(backend_id)
         entry.last_error = _clip(f"{kind}: {error}")
         self._changed()
         if entry.ejected_until is not None:
             return
-        entry.consecutive_failures += 1
-        if tenant_id is None:
-            entry.counted_failures += 1
-        else:
-            seen = entry.streak_by_tenant.get(tenant_id, 0)
-            entry.streak_by_tenant[tenant_id] = seen + 1
-            if seen < self.config.per_tenant_cap:
-                entry.counted_failures += 1
-        if entry.counted_failures >= self.config.consecutive_failures_to_eject:
+        if entry.streak.add(tenant_id, self.config.per_tenant_cap) >= self.config.consecutive_failures_to_eject:
             self._eject(backend_id, entry)
 
     def record_rate_limited(self, backend_id: str, retry_after_s: float | None) -> None:
@@ -374,7 +357,7 @@ class HealthRegistry:
         cfg = self.config
         duration = min(cfg.base_ejection_s * 2 ** (entry.times_ejected - 1), cfg.max_ejection_s)
         entry.ejected_until = self._clock() + duration
-        entry.reset_streak()
+        entry.streak.reset()
         entry.probe_successes = 0  # only good probes after the ejection may end it early
         log.warning(
             "backend %s ejected for %.1fs (ejection #%d): %s",
@@ -388,7 +371,7 @@ class HealthRegistry:
     def _end_ejection(backend_id: str, entry: _Backend, at: float, why: str) -> None:
         entry.ejected_until = None
         entry.last_ejection_end = at
-        entry.reset_streak()
+        entry.streak.reset()
         log.info("backend %s re-admitted: %s", backend_id, why)
 
     def _snapshot(self, backend_id: str, entry: _Backend, now: float) -> BackendStatus:
@@ -401,7 +384,7 @@ class HealthRegistry:
             latency_ewma_ms=entry.latency_ewma_ms,
             in_flight=entry.in_flight,
             ejected_until=entry.ejected_until,
-            consecutive_failures=entry.consecutive_failures,
+            consecutive_failures=entry.streak.total,
             cooling_until=entry.cooling_until,
             times_ejected=entry.times_ejected,
             probe_latency_ms=entry.probe_latency_ms,
