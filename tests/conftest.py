@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.redis_server import RedisServer
 from tests.support import (
     LOG_DIR,
     Gateway,
@@ -57,3 +58,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Backstop: whatever a failed or interrupted test started is killed (atexit is the next one)."""
     reap_all()
+
+
+@pytest.fixture()
+def redis_server() -> Iterator[RedisServer]:
+    """A private ``redis-server`` that a test may stop and restart (the shared Redis is left alone)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

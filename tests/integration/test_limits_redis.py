@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.redis_server import RedisServer
 from tests.support import Gateway, Process, mock_config, start_gateway
 
 BODY = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture()
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 def gateway_on(redis_server: RedisServer, mock: Process, tmp: Path, fail_mode: str) -> Gateway:

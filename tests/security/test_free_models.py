@@ -27,15 +27,6 @@ FREE_BODY = {"model": "mock-small", "messages": [{"role": "user", "content": "hi
 
 
 @pytest.fixture()
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture()
 def redis_gateway(redis_server: RedisServer, mock: Process, tmp_path: Path) -> Iterator[Gateway]:
     gateway = start_gateway(
         f"sqlite+aiosqlite:///{tmp_path / 'tg.db'}",

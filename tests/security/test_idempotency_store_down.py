@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +36,6 @@ from tests.support import Gateway, Process, closed_port, mock_config, start_gate
 
 BODY = {"model": "mock-gpt", "messages": [{"role": "user", "content": "once"}]}
 SCOPE = IdemScope("ten_x", "key_x", "chat/completions", "order-1")
-
-
-@pytest.fixture()
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def post(gateway: Gateway, key: str, idem: str | None, **extra: Any) -> httpx.Response:

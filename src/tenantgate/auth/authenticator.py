@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from tenantgate.auth.keys import is_well_formed, lookup_parts
-from tenantgate.core.errors import AuthenticationFailed, PermissionDenied
+from tenantgate.core.errors import AuthenticationFailed
 from tenantgate.core.secrets import same_secret, sha256_hex
 from tenantgate.storage.repos import KeyRepo
 from tenantgate.storage.rows import KeyRow, LimitFields, TenantRow
@@ -37,10 +37,6 @@ class Principal:
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
-
-    def check_model(self, model: str) -> None:
-        if not self.may_use(model):
-            raise PermissionDenied(f"This API key is not allowed to use the model '{model}'.", param="model")
 
 
 @dataclass(frozen=True, slots=True)

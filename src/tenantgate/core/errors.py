@@ -56,12 +56,6 @@ class AuthenticationFailed(GatewayError):
     code = "invalid_api_key"
 
 
-class PermissionDenied(GatewayError):
-    status = 403
-    type = "permission_error"
-    code = "model_not_allowed"
-
-
 class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"

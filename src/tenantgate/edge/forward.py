@@ -54,7 +54,7 @@ class Forwarder:
         first_byte_timeout: float,
         request_timeout: float,
         metrics: GatewayMetrics,
-        max_body_bytes: int = 64 * 1024 * 1024,
+        max_body_bytes: int,
     ) -> None:
         self.metrics = metrics
         self._max_body_bytes = max_body_bytes

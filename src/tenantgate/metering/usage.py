@@ -7,8 +7,6 @@ from typing import Any
 
 import orjson
 
-from tenantgate.metering.tokens import TokenCounter
-
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -83,7 +81,3 @@ def text_from_sse_events(events: list[bytes]) -> str:
                 except orjson.JSONDecodeError:
                     continue
     return "".join(parts)
-
-
-def estimate_usage(counter: TokenCounter, endpoint: str, body: dict[str, Any], completion: str) -> Usage:
-    return Usage(counter.count_prompt(endpoint, body), counter.count_text(completion), estimated=True)
