@@ -21,7 +21,7 @@ async def test_migrations_are_idempotent(engine: AsyncEngine) -> None:
     await migrate(engine)
     async with engine.connect() as conn:
         revision = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
-    assert revision == "0005" and await StateRepo(engine).config_version() == before
+    assert revision == "0006" and await StateRepo(engine).config_version() == before
 
 
 async def test_tenants_and_version_bumps(engine: AsyncEngine) -> None:
@@ -53,7 +53,8 @@ async def test_keys_lookup_revoke_and_tenant_join(engine: AsyncEngine) -> None:
     )
     found = await keys.find_by_public_id(new.public_id)
     assert found is not None
-    key, owner = found
+    key, owner = found.key, found.tenant
+    assert found.user is None  # an admin-made key belongs to no person
     assert key.id == row.id and key.models == ["a", "b"] and key.limits.rpm == 3
     assert owner.id == tenant.id and owner.limits.tpm == 1000
     assert key.expires_at is not None and abs((key.expires_at - expires).total_seconds()) < 1

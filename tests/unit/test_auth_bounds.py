@@ -13,7 +13,7 @@ import pytest
 from tenantgate.auth.authenticator import Authenticator
 from tenantgate.auth.keys import MAX_KEY_LENGTH, generate_key, is_well_formed, key_from_plaintext, lookup_parts
 from tenantgate.core.errors import AuthenticationFailed
-from tenantgate.storage.repos import KeyRepo
+from tenantgate.storage.repos import KeyOwners, KeyRepo
 from tenantgate.storage.rows import KeyRow, TenantRow
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -34,7 +34,7 @@ class CountingRepo:
         self.running = self.max_running = 0
         self.delay = delay
 
-    async def find_by_public_id(self, public_id: str) -> tuple[KeyRow, TenantRow] | None:
+    async def find_by_public_id(self, public_id: str) -> KeyOwners | None:
         self.calls += 1
         self.running += 1
         self.max_running = max(self.max_running, self.running)
@@ -43,7 +43,7 @@ class CountingRepo:
         finally:
             self.running -= 1
         row = self.rows.get(public_id)
-        return None if row is None else (row, TENANT)
+        return None if row is None else KeyOwners(row, TENANT)
 
 
 def auth(repo: CountingRepo, **kwargs: Any) -> Authenticator:

@@ -14,18 +14,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tenantgate.auth.keys import is_well_formed, lookup_parts
 from tenantgate.core.errors import AuthenticationFailed
 from tenantgate.core.secrets import same_secret, sha256_hex
-from tenantgate.storage.repos import KeyRepo
-from tenantgate.storage.rows import KeyRow, LimitFields, TenantRow
+from tenantgate.storage.repos import KeyOwners, KeyRepo
+from tenantgate.storage.rows import LimitFields
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the key, its tenant, what it may use, and the limits of each level."""
+    """Who is calling: the key, its tenant, its user (for a person's key), what it may use, and the limits of
+    each level (key, user, tenant)."""
 
     key_id: str
     key_name: str | None
@@ -34,6 +35,8 @@ class Principal:
     models: frozenset[str] | None
     key_limits: LimitFields
     tenant_limits: LimitFields
+    user_id: str | None = None
+    user_limits: LimitFields = field(default_factory=LimitFields)
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -45,6 +48,7 @@ class _Entry:
     principal: Principal
     expires_at: float | None
     revoked: bool
+    user_disabled: bool
     cached_until: float
 
 
@@ -74,7 +78,7 @@ class Authenticator:
         self._max_loading = 4 * max_lookups
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._negative: OrderedDict[str, float] = OrderedDict()  # public id -> refused until (monotonic)
-        self._loading: dict[str, asyncio.Future[tuple[KeyRow, TenantRow] | None]] = {}
+        self._loading: dict[str, asyncio.Future[KeyOwners | None]] = {}
         self._lookups = asyncio.Semaphore(max_lookups)  # concurrent database reads for uncached ids
         self.lookups = 0  # database reads made, for tests and metrics
 
@@ -111,9 +115,11 @@ class Authenticator:
             raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
         if entry.expires_at is not None and entry.expires_at <= time.time():
             raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
+        if entry.user_disabled:
+            raise AuthenticationFailed("The owner of this API key is disabled.", code="user_disabled")
         return entry.principal
 
-    async def _find(self, public_id: str) -> tuple[KeyRow, TenantRow] | None:
+    async def _find(self, public_id: str) -> KeyOwners | None:
         async with self._lookups:
             self.lookups += 1
             return await self._keys.find_by_public_id(public_id)
@@ -144,7 +150,7 @@ class Authenticator:
                 while len(self._negative) > self._max_negative:
                     self._negative.popitem(last=False)
             return None
-        entry = _to_entry(*found, cached_until=now + self._ttl)
+        entry = _to_entry(found, cached_until=now + self._ttl)
         self._negative.pop(public_id, None)
         self._cache[public_id] = entry
         self._cache.move_to_end(public_id)
@@ -153,7 +159,8 @@ class Authenticator:
         return entry
 
 
-def _to_entry(key: KeyRow, tenant: TenantRow, *, cached_until: float) -> _Entry:
+def _to_entry(found: KeyOwners, *, cached_until: float) -> _Entry:
+    key, tenant, user = found.key, found.tenant, found.user
     principal = Principal(
         key_id=key.id,
         key_name=key.name,
@@ -162,11 +169,14 @@ def _to_entry(key: KeyRow, tenant: TenantRow, *, cached_until: float) -> _Entry:
         models=frozenset(key.models) if key.models is not None else None,
         key_limits=key.limits,
         tenant_limits=tenant.limits,
+        user_id=user.id if user else None,
+        user_limits=user.limits if user else LimitFields(),
     )
     return _Entry(
         secret_hash=key.secret_hash,
         principal=principal,
         expires_at=key.expires_at.timestamp() if key.expires_at else None,
         revoked=key.revoked_at is not None,
+        user_disabled=user is not None and not user.active,
         cached_until=cached_until,
     )

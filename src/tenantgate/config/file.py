@@ -89,6 +89,21 @@ class Defaults(BaseModel):
     budget_alert_webhook: str | None = None
 
 
+class SignupConfig(BaseModel):
+    """Who may create an account, and what a self-made account may spend (``TENANTGATE_SIGNUP`` overrides mode)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: str = Field(default="closed", description="closed | invite | open | domain:example.org,example.com")
+    # A user who signs up without an invite gets a personal tenant with these limits, so an open instance
+    # cannot be drained by creating accounts.
+    personal_tenant_limits: LimitDefaults = Field(
+        default_factory=lambda: LimitDefaults(
+            rpm=60, tpm=100_000, max_concurrency=4, budget_usd=5.0, budget_period="monthly"
+        )
+    )
+    user_limits: LimitDefaults = Field(default_factory=LimitDefaults)
+
+
 class ModelRouting(BaseModel):
     """How one public model is routed: policy over its backends, fallback models, overall deadline."""
 
@@ -126,6 +141,7 @@ class GatewayConfig(BaseModel):
     models: dict[str, ModelRouting] = Field(default_factory=dict)
     routing: RoutingDefaults = Field(default_factory=RoutingDefaults)
     defaults: Defaults = Field(default_factory=Defaults)
+    signup: SignupConfig = Field(default_factory=SignupConfig)
 
 
 def _expand_env(value: Any) -> Any:

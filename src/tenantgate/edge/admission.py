@@ -1,6 +1,6 @@
 """Admission: limits and budgets around the upstream call (reserve before, settle after).
 
-A request is counted against every level that has a limit (its key and its tenant). The reservation holds
+A request is counted against every level that has a limit (its key, its user and its tenant). The reservation holds
 the worst case, from cheap sound bounds (:mod:`tenantgate.metering.bounds`: the body's size for the prompt, the
 largest output field times the choices), and its cost at the model's prices, so concurrent requests can never
 overspend; the pipeline forwards the output cap so the upstream cannot generate more than was reserved.
@@ -53,6 +53,10 @@ def scopes_of(principal: Principal) -> tuple[Scope, ...]:
     key_limits = to_limits(principal.key_limits)
     if key_limits is not None:
         scopes.append(Scope(f"key:{principal.key_id}", key_limits))
+    if principal.user_id is not None:
+        user_limits = to_limits(principal.user_limits)
+        if user_limits is not None:
+            scopes.append(Scope(f"user:{principal.user_id}", user_limits))
     tenant_limits = to_limits(principal.tenant_limits)
     if tenant_limits is not None:
         scopes.append(Scope(f"tenant:{principal.tenant_id}", tenant_limits))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from tenantgate.storage.rows import (
     KeyRow,
     LimitFields,
     TenantRow,
+    UserRow,
     as_utc,
     bounded,
     storable,
@@ -38,6 +40,15 @@ def new_id(prefix: str) -> str:
 
 class DuplicateName(Exception):
     """A unique name is already taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOwners:
+    """A key with the tenant and (for a person's key) the user whose limits it also counts against."""
+
+    key: KeyRow
+    tenant: TenantRow
+    user: UserRow | None = None
 
 
 async def _bump_version(conn: AsyncConnection) -> None:
@@ -63,6 +74,7 @@ def _key(row: Any) -> KeyRow:
         revoked_at=as_utc(row.revoked_at),
         created_at=as_utc(row.created_at) or utcnow(),
         limits=LimitFields.from_row(row),
+        user_id=row.user_id,
     )
 
 
@@ -100,10 +112,10 @@ def _backend(row: Any) -> BackendRow:
 
 
 async def budget_scopes(engine: AsyncEngine) -> list[tuple[str, LimitFields]]:
-    """Every tenant and key that has a budget, as ``("tenant:<id>" | "key:<id>", limits)``."""
+    """Every tenant, user and key that has a budget, as ``("tenant:<id>" | "user:<id>" | "key:<id>", limits)``."""
     found: list[tuple[str, LimitFields]] = []
     async with engine.connect() as conn:
-        for prefix, table in (("tenant", schema.tenants), ("key", schema.api_keys)):
+        for prefix, table in (("tenant", schema.tenants), ("user", schema.users), ("key", schema.api_keys)):
             rows = await conn.execute(table.select().where(table.c.budget_usd.is_not(None)))
             found.extend((f"{prefix}:{row.id}", LimitFields.from_row(row)) for row in rows)
     return found
@@ -198,6 +210,7 @@ class KeyRepo:
         models: list[str] | None = None,
         expires_at: datetime | None = None,
         limits: LimitFields | None = None,
+        user_id: str | None = None,
     ) -> KeyRow:
         values = {
             "id": new_id("key"),
@@ -208,6 +221,7 @@ class KeyRepo:
             "models": models,
             "expires_at": expires_at,
             "created_at": utcnow(),
+            "user_id": user_id,
             **(limits or LimitFields()).as_dict(),
         }
         async with self._engine.begin() as conn:
@@ -224,14 +238,19 @@ class KeyRepo:
             row = (await conn.execute(schema.api_keys.select().where(schema.api_keys.c.id == key_id))).first()
         return _key(row) if row else None
 
-    async def find_by_public_id(self, public_id: str) -> tuple[KeyRow, TenantRow] | None:
-        """One query for the auth cache: the key and its tenant (for the tenant's limits)."""
+    async def find_by_public_id(self, public_id: str) -> KeyOwners | None:
+        """One query for the auth cache: the key, its tenant and its user (for their limits and state)."""
         if not storable(public_id):
             return None
-        keys, tenants = schema.api_keys, schema.tenants
+        keys, tenants, users = schema.api_keys, schema.tenants, schema.users
         query = (
-            sa.select(keys, *[col.label(f"t__{col.name}") for col in tenants.c])
+            sa.select(
+                keys,
+                *[col.label(f"t__{col.name}") for col in tenants.c],
+                *[col.label(f"u__{col.name}") for col in users.c],
+            )
             .join(tenants, tenants.c.id == keys.c.tenant_id)
+            .outerjoin(users, users.c.id == keys.c.user_id)
             .where(keys.c.public_id == public_id)
         )
         async with self._engine.connect() as conn:
@@ -240,14 +259,21 @@ class KeyRepo:
             return None
         mapping = row._mapping
         tenant_values = {col.name: mapping[f"t__{col.name}"] for col in tenants.c}
-        return _key(row), _tenant(_Obj(tenant_values))
+        user_values = {col.name: mapping[f"u__{col.name}"] for col in users.c}
+        user = None
+        if user_values["id"] is not None:
+            from tenantgate.storage.people import user_from  # people builds on this module
 
-    async def list(self, tenant_id: str | None = None) -> list[KeyRow]:
+            user = user_from(_Obj(user_values))
+        return KeyOwners(_key(row), _tenant(_Obj(tenant_values)), user)
+
+    async def list(self, tenant_id: str | None = None, user_id: str | None = None) -> list[KeyRow]:
         query = schema.api_keys.select().order_by(schema.api_keys.c.created_at)
-        if tenant_id is not None:
-            if not storable(tenant_id):
-                return []
-            query = query.where(schema.api_keys.c.tenant_id == tenant_id)
+        for column, value in (("tenant_id", tenant_id), ("user_id", user_id)):
+            if value is not None:
+                if not storable(value):
+                    return []
+                query = query.where(schema.api_keys.c[column] == value)
         async with self._engine.connect() as conn:
             rows = await conn.execute(query)
         return [_key(row) for row in rows]

@@ -89,6 +89,66 @@ class KeyRow:
     revoked_at: datetime | None
     created_at: datetime
     limits: LimitFields = field(default_factory=LimitFields)
+    user_id: str | None = None
+
+
+ROLES: Final = ("owner", "admin", "member")
+"""Roles in a tenant, strongest first: owners and admins manage members and keys; only owners manage owners."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    id: str
+    email: str
+    name: str | None
+    password_hash: str | None
+    is_admin: bool
+    disabled_at: datetime | None
+    created_at: datetime
+    password_changed_at: datetime | None
+    limits: LimitFields = field(default_factory=LimitFields)
+
+    @property
+    def active(self) -> bool:
+        return self.disabled_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipRow:
+    user_id: str
+    tenant_id: str
+    role: str
+    created_at: datetime
+    tenant_name: str = ""
+    user_email: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    id: str
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+    last_seen_at: datetime
+    revoked_at: datetime | None
+    client: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """A single-use token (invite, password reset, login link); never holds the token itself."""
+
+    id: str
+    purpose: str
+    user_id: str | None
+    email: str | None
+    tenant_id: str | None
+    role: str | None
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    used_by: str | None
 
 
 @dataclass(frozen=True, slots=True)

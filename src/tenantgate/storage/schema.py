@@ -32,6 +32,66 @@ tenants = sa.Table(
     *_limit_columns(),
 )
 
+# People (see ``tenantgate.people``): a user signs in with an email and an Argon2id-hashed password, belongs to
+# tenants through memberships, and carries limits of its own (the middle level between key and tenant).
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("email", sa.String(254), nullable=False, unique=True),  # lower-cased
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("password_hash", sa.Text, nullable=True),  # null until the user sets one (reset link)
+    sa.Column("is_admin", sa.Boolean, nullable=False, default=False),
+    sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("password_changed_at", sa.DateTime(timezone=True), nullable=True),
+    *_limit_columns(),
+)
+
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column("user_id", sa.String(40), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),  # owner | admin | member
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_memberships_tenant_id", "tenant_id"),
+)
+
+# Server-side sessions: the cookie holds a random token, the table only its SHA-256 (``id``), so a database
+# leak does not hand out sessions. Revoked on logout, on password change and by admins; expire absolutely.
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(40), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("client", sa.String(200), nullable=True),  # address and user agent, for the user's session list
+    sa.Index("ix_sessions_user_id", "user_id"),
+)
+
+# Single-use tokens, stored as SHA-256: invites (sign up, optionally bound to an email and a tenant), password
+# reset links and one-time login links. ``used_at`` is set by one conditional UPDATE, so a token works once.
+one_time_tokens = sa.Table(
+    "one_time_tokens",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("purpose", sa.String(16), nullable=False),  # invite | reset | login
+    sa.Column("user_id", sa.String(40), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("email", sa.String(254), nullable=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("role", sa.String(16), nullable=True),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("used_by", sa.String(40), nullable=True),
+)
+
 api_keys = sa.Table(
     "api_keys",
     metadata,
@@ -45,7 +105,11 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     *_limit_columns(),
+    # The person who owns the key (null for keys an admin made for a tenant); the key is then bound by the
+    # user's limits too, and refused once the user is disabled or leaves the key's tenant.
+    sa.Column("user_id", sa.String(40), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
     sa.Index("ix_api_keys_tenant_id", "tenant_id"),
+    sa.Index("ix_api_keys_user_id", "user_id"),
 )
 
 backends = sa.Table(

@@ -56,10 +56,13 @@ class UsageFilter:
     model: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    key_ids: tuple[str, ...] | None = None  # only these keys (a person's own); empty matches nothing
 
     def _same(self, table: sa.Table) -> list[sa.ColumnElement[bool]]:
         wanted = {"tenant_id": self.tenant_id, "key_id": self.key_id, "model": self.model}
         clauses: list[sa.ColumnElement[bool]] = []
+        if self.key_ids is not None:
+            clauses.append(table.c.key_id.in_(self.key_ids) if self.key_ids else sa.false())
         for name, value in wanted.items():
             if value is not None:
                 # a value no row can hold (NUL…) matches nothing; PostgreSQL would refuse it as a parameter
@@ -317,10 +320,22 @@ class UsageRepo:
         return spent
 
     async def scope_spent_since(self, scope_name: str, since: float) -> float:
-        """Spend of a limits scope (``tenant:<id>`` or ``key:<id>``) since a Unix time."""
+        """Spend of a limits scope (``tenant:<id>``, ``user:<id>`` or ``key:<id>``) since a Unix time."""
         kind, _, row_id = scope_name.partition(":")
+        if kind == "user":
+            return await self.user_spent_since(row_id, datetime.fromtimestamp(since, UTC))
         column = {"tenant": "tenant_id", "key": "key_id"}[kind]
         return await self.spent_since(column, row_id, datetime.fromtimestamp(since, UTC))
+
+    async def user_spent_since(self, user_id: str, since: datetime) -> float:
+        """A user's spend is the spend of its keys (the ledger records keys; a key's owner never changes)."""
+        keys = schema.api_keys
+        async with self._engine.connect() as conn:
+            key_ids = list(await conn.scalars(sa.select(keys.c.id).where(keys.c.user_id == user_id)))
+        total = 0.0
+        for key_id in key_ids:
+            total += await self.spent_since("key_id", key_id, since)
+        return total
 
     async def purge_raw_before(self, cutoff: datetime) -> int:
         """Delete raw records older than ``cutoff`` floored to its hour; the rollups are kept. Returns the count.
