@@ -17,6 +17,10 @@ KNOWN_SECRETS = (
     "another-key-xyz",
 )
 FULL_KEY = re.compile(r"tg-[a-z0-9]{12}-[A-Za-z0-9]{43}")
+# Session cookies, one-time link tokens (invite, reset, login) and passwords sent to /auth or the console.
+PEOPLE_SECRETS = re.compile(
+    r"tg_session=[A-Za-z0-9_-]{20,}|(?:token|invite)[=\":\s]+[A-Za-z0-9_-]{40,}|\"(?:new_|current_)?password\":\s*\"[^\"*]"
+)
 
 
 def test_no_secret_in_any_log_line() -> None:
@@ -28,3 +32,4 @@ def test_no_secret_in_any_log_line() -> None:
         for secret in KNOWN_SECRETS:
             assert secret not in line, f"secret in a log line: {line[:200]}"
         assert not FULL_KEY.search(line), f"an API key in a log line: {line[:200]}"
+        assert not PEOPLE_SECRETS.search(line), f"a session, link token or password in a log line: {line[:200]}"

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from tenantgate.backends.netpolicy import NetworkPolicy
 from tenantgate.config.file import Defaults
-from tenantgate.core.errors import AuthenticationFailed, ServiceUnavailable
+from tenantgate.core.errors import AuthenticationFailed, Forbidden, ServiceUnavailable
 from tenantgate.core.secrets import CredentialCipher, same_secret
 from tenantgate.storage.audit import AuditRepo
 from tenantgate.storage.repos import BackendRepo, KeyRepo, TenantRepo
@@ -42,16 +42,29 @@ def services(request: Request) -> AdminServices:
     return admin
 
 
-def require_admin(request: Request) -> AdminServices:
+async def require_admin(request: Request) -> AdminServices:
+    """The admin key, or a platform admin (``is_admin``) by session (with CSRF on writes) or personal key."""
     admin = services(request)
-    if admin.admin_key is None:
-        raise ServiceUnavailable("The admin API is disabled: set TENANTGATE_ADMIN_KEY.", code="admin_disabled")
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
-    if not token or not same_secret(token, admin.admin_key.get_secret_value()):
-        raise AuthenticationFailed("Invalid admin key.", code="invalid_admin_key")
-    return admin
+    if admin.admin_key is not None and token and same_secret(token, admin.admin_key.get_secret_value()):
+        return admin
+    if getattr(request.app.state, "people", None) is not None:
+        from tenantgate.people.access import find_caller  # people builds on the admin API's schemas
+
+        caller = await find_caller(request)
+        if caller is not None:
+            if not caller.user.is_admin:
+                raise Forbidden("Only platform admins may use the admin API.", code="admin_required")
+            request.state.actor = f"user:{caller.user.email}"
+            return admin
+    if admin.admin_key is None:
+        raise ServiceUnavailable(
+            "The admin API is disabled: set TENANTGATE_ADMIN_KEY or log in as a platform admin.",
+            code="admin_disabled",
+        )
+    raise AuthenticationFailed("Invalid admin key.", code="invalid_admin_key")
 
 
 Admin = Annotated[AdminServices, Depends(require_admin)]
@@ -66,8 +79,12 @@ def admin_actor(request: Request) -> str:
     """``admin-key:<first 8 hex digits of sha256(key)>`` for the admin key the request presented.
 
     The digest prefix tells entries made with an old and a rotated admin key apart without storing either key;
-    8 hex digits identify, they do not help anyone guess a 16+ character key.
+    8 hex digits identify, they do not help anyone guess a 16+ character key. A platform admin acting by session
+    or personal key is ``user:<email>``.
     """
+    actor = getattr(request.state, "actor", None)
+    if isinstance(actor, str):
+        return actor
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
     if not token:

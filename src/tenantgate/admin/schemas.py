@@ -285,6 +285,7 @@ def key_out(row: KeyRow) -> dict[str, Any]:
     return {
         "id": row.id,
         "tenant_id": row.tenant_id,
+        "user_id": row.user_id,  # the person who owns the key; null for a key an admin made for a tenant
         "name": row.name,
         "prefix": f"tg-{row.public_id}-",
         "models": row.models,

@@ -34,19 +34,38 @@ backends:
 """
 
 
-async def _demo_key(database_url: str) -> str:
+DEMO_EMAIL = "demo@example.org"
+
+
+async def _demo_key(database_url: str) -> tuple[str, str]:
+    """A demo tenant key, and a one-time login link token for the demo user (a platform admin who owns the
+    tenant), so the console opens logged in without a password to type."""
+    from datetime import timedelta
+
     from tenantgate.auth.keys import generate_key
+    from tenantgate.people.context import new_token
     from tenantgate.storage.database import create_engine, migrate
+    from tenantgate.storage.people import MembershipRepo, UserRepo
     from tenantgate.storage.repos import KeyRepo, TenantRepo
+    from tenantgate.storage.rows import utcnow
+    from tenantgate.storage.tokens import OneTimeTokenRepo
 
     engine = create_engine(database_url)
     try:
         await migrate(engine)
-        tenants, keys = TenantRepo(engine), KeyRepo(engine)
+        tenants, keys, users = TenantRepo(engine), KeyRepo(engine), UserRepo(engine)
         tenant = await tenants.get_by_name("demo") or await tenants.create("demo")
+        user = await users.get_by_email(DEMO_EMAIL) or await users.create(
+            email=DEMO_EMAIL, password_hash=None, name="Demo", is_admin=True
+        )
+        await MembershipRepo(engine).put(user.id, tenant.id, "owner")
         new = generate_key()
         await keys.create(tenant_id=tenant.id, public_id=new.public_id, secret_hash=new.secret_hash, name="demo")
-        return new.plaintext
+        token, hashed = new_token()
+        await OneTimeTokenRepo(engine).create(
+            hashed, purpose="login", created_by="make demo", expires_at=utcnow() + timedelta(hours=1), user_id=user.id
+        )
+        return new.plaintext, token
     finally:
         await engine.dispose()
 
@@ -62,10 +81,14 @@ def _wait_for(url: str, seconds: float = 15.0) -> None:
     raise SystemExit(f"demo: {url} did not come up")
 
 
-def _banner(key: str, admin_key: str) -> str:
+def _banner(key: str, admin_key: str, login_token: str) -> str:
     base = f"http://127.0.0.1:{GATEWAY_PORT}"
     return f"""
 tenantgate demo is running on {base}   (Ctrl-C to stop)
+
+  Console (logs you in as {DEMO_EMAIL}, a platform admin; works once, for an hour):
+      {base}/console/link?token={login_token}
+  Anyone can also sign up at {base}/console/signup (sign-up is open in the demo).
 
   API key (shown once):   {key}
   Admin key:              {admin_key}
@@ -99,6 +122,7 @@ def main() -> None:
             "TENANTGATE_ADMIN_KEY": admin_key,
             "TENANTGATE_SECRET_KEY_FILE": str(DEMO_DIR / "tenantgate.secret"),
             "TENANTGATE_CONFIG_FILE": str(DEMO_DIR / "config.yaml"),
+            "TENANTGATE_SIGNUP": os.environ.get("TENANTGATE_SIGNUP", "open"),
         }
     )
     mock = subprocess.Popen(
@@ -106,8 +130,8 @@ def main() -> None:
     )
     try:
         _wait_for(f"http://127.0.0.1:{MOCK_PORT}/health")
-        key = asyncio.run(_demo_key(database_url))
-        print(_banner(key, admin_key), flush=True)
+        key, login_token = asyncio.run(_demo_key(database_url))
+        print(_banner(key, admin_key, login_token), flush=True)
         from tenantgate.cli.main import serve
 
         serve(host="127.0.0.1", port=GATEWAY_PORT, config=None, log_format="console")

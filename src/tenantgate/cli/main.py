@@ -9,13 +9,14 @@ from typing import Annotated
 
 import typer
 
-from tenantgate.cli import admin_commands
+from tenantgate.cli import admin_commands, user_commands
 from tenantgate.cli.chat import chat_loop
 from tenantgate.config.file import ConfigError, load_config
 
 app = typer.Typer(help="tenantgate: a multi-tenant OpenAI-compatible LLM gateway.", no_args_is_help=True)
 app.add_typer(admin_commands.tenants_app, name="tenants")
 app.add_typer(admin_commands.keys_app, name="keys")
+app.add_typer(user_commands.users_app, name="users")
 
 
 @app.command()

@@ -86,6 +86,22 @@ class Settings(BaseSettings):
     metrics_max_tenants: int = 100
     log_bodies_tenants: list[str] = Field(default_factory=list)  # tenant ids whose prompts/answers are logged
 
+    # People and the console (see tenantgate.people). Sign-up: closed | invite | open | domain:a.org,b.com;
+    # overrides ``signup.mode`` of the config file when set.
+    signup: str | None = None
+    public_url: str | None = None  # base of invite and reset links; the request's own URL when unset
+    session_ttl_seconds: float = Field(default=7 * 86_400.0, gt=0)  # absolute lifetime of a login session
+    cookie_secure: Literal["auto", "always", "never"] = "auto"  # auto: Secure when the request came over TLS
+    login_max_failures_per_account: int = Field(default=5, ge=1)  # within the throttle window
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_throttle_window_seconds: float = Field(default=900.0, gt=0)
+    password_min_length: int = Field(default=10, ge=8, le=128)
+    max_keys_per_user: int = Field(default=50, ge=1)  # active keys a person may hold
+    invite_ttl_hours: float = Field(default=168.0, gt=0)
+    reset_ttl_hours: float = Field(default=24.0, gt=0)
+    smtp_url: SecretStr | None = None  # smtp://user:pass@host:port (or smtps://); reset links are mailed when set
+    smtp_from: str = "tenantgate@localhost"
+
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
     migrate_on_start: bool = True

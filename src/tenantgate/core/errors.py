@@ -56,6 +56,14 @@ class AuthenticationFailed(GatewayError):
     code = "invalid_api_key"
 
 
+class Forbidden(GatewayError):
+    """Authenticated, but the caller's role does not allow this (another tenant's things answer 404 instead)."""
+
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
 class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
