@@ -26,6 +26,7 @@ from tenantgate.backends.netpolicy import NetworkPolicy, PolicyResolver, host_ke
 from tenantgate.backends.upstream import UpstreamClient
 from tenantgate.config.file import GatewayConfig, load_config
 from tenantgate.config.settings import Settings
+from tenantgate.console.router import console_routes
 from tenantgate.core.secrets import CredentialCipher
 from tenantgate.edge.admission import build_admission
 from tenantgate.edge.bootstrap import bootstrap_keys
@@ -41,6 +42,10 @@ from tenantgate.idempotency import DatabaseIdempotencyStore, IdempotencyStore, R
 from tenantgate.metering.estimator import UsageEstimator
 from tenantgate.metering.writer import UsageRetention, UsageWriter
 from tenantgate.observability import GatewayMetrics
+from tenantgate.people.admin_api import router as people_admin_router
+from tenantgate.people.auth_api import router as auth_router
+from tenantgate.people.factory import build_people
+from tenantgate.people.me_api import router as me_router
 from tenantgate.routing import HealthChecker, HealthConfig, HealthRegistry, Target
 from tenantgate.storage.audit import AuditRepo
 from tenantgate.storage.database import create_engine, migrate
@@ -240,10 +245,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.extend(health_routes(gateway, engine))
     app.router.routes.append(Route("/metrics", metrics_endpoint(gateway, sync), methods=["GET"]))
     app.state.audit = AuditRepo(engine)
+    app.state.people = build_people(
+        settings, config, engine, repos.tenants, repos.keys, repos.usage, gateway, sync.reload
+    )
+    app.include_router(auth_router)
+    app.include_router(me_router)
+    app.include_router(people_admin_router)
     app.include_router(audit_router)
     app.include_router(admin_router)
     app.include_router(usage_router)
     app.include_router(tenant_router)
+    app.router.routes.extend(console_routes())
     app.add_middleware(RequestIdMiddleware)
     app.state.fast_routes = {("POST", f"/v1/{endpoint}"): proxy for endpoint, proxy in proxies.items()}
     return app
