@@ -34,15 +34,18 @@ class Passwords:
         self._hasher = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
         self._slots = asyncio.Semaphore(max_parallel)
         # Verified against when the email is unknown, so a login takes as long whether or not the account exists.
-        self._dummy_hash = self._hasher.hash("not a password of anyone")
+        # Made on first need (in a worker thread): hashing at start would cost every process 19 MiB of peak RSS.
+        self._dummy_hash: str | None = None
 
     async def hash(self, password: str) -> str:
         async with self._slots:
             return await asyncio.to_thread(self._hasher.hash, password)
 
     def _verify(self, stored: str | None, password: str) -> bool:
+        if stored is None and self._dummy_hash is None:
+            self._dummy_hash = self._hasher.hash("not a password of anyone")
         try:
-            return self._hasher.verify(stored or self._dummy_hash, password) and stored is not None
+            return self._hasher.verify(stored or self._dummy_hash or "", password) and stored is not None
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
