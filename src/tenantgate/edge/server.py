@@ -28,6 +28,7 @@ import uvicorn
 from tenantgate.config.settings import Settings
 from tenantgate.edge.context import Gateway
 from tenantgate.edge.protocol import ConnectionGuard, ConnectionLimits, connection_cap, raise_open_file_limit
+from tenantgate.tls.context import ReloadingTLS
 
 log = logging.getLogger("tenantgate.server")
 
@@ -43,14 +44,21 @@ class GatewayServer(uvicorn.Server):
         grace_s: float,
         delay_s: float,
         port_file: Path | None = None,
+        tls: ReloadingTLS | None = None,
     ) -> None:
         super().__init__(config)
+        self._tls = tls
         self._gateway = gateway
         self._grace_s = grace_s
         self._delay_s = delay_s
         self._port_file = port_file
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._tls is not None:  # the listener gets our context, which follows the certificate files
+            if not self.config.loaded:
+                self.config.load()
+            self.config.ssl = self._tls.context
+            self._tls.start()
         await super().startup(sockets)
         if self.started and self._port_file is not None:
             listening = self.servers[0].sockets
@@ -82,6 +90,8 @@ class GatewayServer(uvicorn.Server):
             await self._wait_for_requests(_FINAL_WAIT_S)
         for task in self.server_state.tasks:
             task.cancel(msg="drain grace period exceeded")
+        if self._tls is not None:
+            await self._tls.stop()
         if not self.force_exit:
             await self.lifespan.shutdown()
 
@@ -128,12 +138,21 @@ def build_server(
         lifespan="on",
         proxy_headers=False,  # the gateway never uses the client address; the middleware costs ~20 µs/request
     )
+    tls = None
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        tls = ReloadingTLS(
+            settings.tls_cert_file,
+            settings.tls_key_file,
+            settings.tls_client_ca_file,
+            interval_s=settings.tls_reload_interval,
+        )
     server = GatewayServer(
         config,
         gateway,
         grace_s=settings.drain_grace_seconds,
         delay_s=settings.drain_delay_seconds,
         port_file=port_file,
+        tls=tls,
     )
     connections = server.server_state.connections
     gateway.metrics.watch_connections(lambda: len(connections))
