@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from tenantgate.admin.schemas import key_out, tenant_out
 from tenantgate.auth.keys import generate_key
+from tenantgate.config.file import load_config, with_env_defaults
 from tenantgate.config.settings import Settings
 from tenantgate.storage.audit import AuditRepo
 from tenantgate.storage.database import create_engine, migrate
 from tenantgate.storage.repos import DuplicateName, KeyRepo, TenantRepo
+from tenantgate.storage.rows import LimitFields
 
 tenants_app = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -44,6 +47,19 @@ def _run(work: Callable[[TenantRepo, KeyRepo], Awaitable[T]], audit: tuple[str, 
     return asyncio.run(main())
 
 
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    tenant: LimitFields
+    key: LimitFields
+
+
+def _defaults() -> _Limits:
+    """The config file's default limits (and ``RATE_LIMIT_RPM``), as the admin API applies them."""
+    settings = Settings()
+    defaults = with_env_defaults(load_config(settings.config_file), settings.rate_limit_rpm).defaults
+    return _Limits(LimitFields(**defaults.tenant_limits.model_dump()), LimitFields(**defaults.key_limits.model_dump()))
+
+
 def _print(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2))
 
@@ -53,7 +69,7 @@ def tenants_create(name: str) -> None:
     """Create a tenant."""
 
     async def work(tenants: TenantRepo, _keys: KeyRepo) -> dict[str, Any]:
-        return tenant_out(await tenants.create(name))
+        return tenant_out(await tenants.create(name, _defaults().tenant))
 
     try:
         _print(_run(work, ("tenant.create", "tenant")))
@@ -86,7 +102,12 @@ def keys_create(
             raise typer.BadParameter(f"no tenant with id or name {tenant!r}", param_hint="--tenant")
         new = generate_key()
         created = await keys.create(
-            tenant_id=row.id, public_id=new.public_id, secret_hash=new.secret_hash, name=name, models=model or None
+            tenant_id=row.id,
+            public_id=new.public_id,
+            secret_hash=new.secret_hash,
+            name=name,
+            models=model or None,
+            limits=_defaults().key,
         )
         return {**key_out(created), "key": new.plaintext}
 

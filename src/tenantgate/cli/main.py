@@ -9,24 +9,50 @@ from typing import Annotated
 
 import typer
 
-from tenantgate.cli import admin_commands, user_commands
+from tenantgate import __version__
+from tenantgate.cli import admin_commands, cert_commands, user_commands
 from tenantgate.cli.chat import chat_loop
 from tenantgate.config.file import ConfigError, load_config
 
 app = typer.Typer(help="tenantgate: a multi-tenant OpenAI-compatible LLM gateway.", no_args_is_help=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tenantgate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """tenantgate: a multi-tenant OpenAI-compatible LLM gateway."""
+
+
 app.add_typer(admin_commands.tenants_app, name="tenants")
 app.add_typer(admin_commands.keys_app, name="keys")
 app.add_typer(user_commands.users_app, name="users")
+app.add_typer(cert_commands.certs_app, name="certs")
 
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port, see --port-file).")] = 8080,
+    host: Annotated[str | None, typer.Option(help="Interface (default TENANTGATE_HOST or 127.0.0.1).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default TENANTGATE_PORT or 8080; 0: any free port, see --port-file).")
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML config: backends, models, prices.")] = None,
     log_format: Annotated[str | None, typer.Option(help="json (default) or console.")] = None,
     port_file: Annotated[
         Path | None, typer.Option("--port-file", help="Write the bound port here (atomically) once listening.")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="The certificate's private key.")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option("--tls-client-ca", help="Require client certificates signed by this CA (mTLS).")
     ] = None,
 ) -> None:
     """Run the gateway."""
@@ -39,6 +65,9 @@ def serve(
         overrides["config_file"] = config
     if log_format is not None:
         overrides["log_format"] = log_format
+    for name, value in (("tls_cert_file", tls_cert), ("tls_key_file", tls_key), ("tls_client_ca_file", tls_client_ca)):
+        if value is not None:
+            overrides[name] = value
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
         configure_logging(settings.log_format, settings.log_level)
@@ -46,9 +75,22 @@ def serve(
     except (ValueError, ConfigError) as exc:
         typer.echo(f"tenantgate: cannot start: {exc}", err=True)
         raise typer.Exit(2) from None
+    import ssl
+
     from tenantgate.edge.server import build_server
 
-    build_server(application, settings, host=host, port=port, port_file=port_file).run()
+    try:
+        server = build_server(
+            application,
+            settings,
+            host=settings.host if host is None else host,
+            port=settings.port if port is None else port,
+            port_file=port_file,
+        )
+    except (OSError, ssl.SSLError) as exc:  # unreadable or mismatched TLS files
+        typer.echo(f"tenantgate: cannot start: TLS: {exc}", err=True)
+        raise typer.Exit(2) from None
+    server.run()
 
 
 @app.command()

@@ -144,14 +144,22 @@ class GatewayConfig(BaseModel):
     signup: SignupConfig = Field(default_factory=SignupConfig)
 
 
-def _expand_env(value: Any) -> Any:
-    """``${NAME}`` in a string is replaced by that environment variable, so secrets stay out of the file."""
+def _expand_env(value: Any, missing: set[str]) -> Any:
+    """``${NAME}`` in a string is replaced by that environment variable, so secrets stay out of the file; a name
+    that is not set is collected in ``missing`` (an empty credential would fail much later, and obscurely)."""
     if isinstance(value, str):
-        return _ENV_REF.sub(lambda match: os.environ.get(match.group(1), ""), value)
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                missing.add(name)
+            return os.environ.get(name, "")
+
+        return _ENV_REF.sub(substitute, value)
     if isinstance(value, list):
-        return [_expand_env(item) for item in value]
+        return [_expand_env(item, missing) for item in value]
     if isinstance(value, dict):
-        return {key: _expand_env(item) for key, item in value.items()}
+        return {key: _expand_env(item, missing) for key, item in value.items()}
     return value
 
 
@@ -163,7 +171,11 @@ def parse_config(data: Any) -> GatewayConfig:
     if data is None:
         data = {}
     try:
-        config = GatewayConfig.model_validate(_expand_env(data))
+        missing: set[str] = set()
+        expanded = _expand_env(data, missing)
+        if missing:
+            raise ConfigError([f"${{{name}}} is used but not set in the environment" for name in sorted(missing)])
+        config = GatewayConfig.model_validate(expanded)
     except ValidationError as exc:
         raise ConfigError([f"{_path(err['loc'])}: {err['msg']}" for err in exc.errors()]) from None
     errors: list[str] = []
@@ -198,3 +210,12 @@ def load_config(path: Path | None) -> GatewayConfig:
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
     return parse_config(data)
+
+
+def with_env_defaults(config: GatewayConfig, rate_limit_rpm: int | None) -> GatewayConfig:
+    """``RATE_LIMIT_RPM`` (seed 001's knob) as the default key rpm, unless the file sets one."""
+    if rate_limit_rpm is None or config.defaults.key_limits.rpm is not None:
+        return config
+    key_limits = config.defaults.key_limits.model_copy(update={"rpm": rate_limit_rpm})
+    defaults = config.defaults.model_copy(update={"key_limits": key_limits})
+    return config.model_copy(update={"defaults": defaults})

@@ -8,24 +8,39 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ADMIN_KEY_MIN_LENGTH = 16
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TENANTGATE_", extra="ignore")
+    # A ``.env`` file in the working directory is read too (the environment wins over it).
+    model_config = SettingsConfigDict(env_prefix="TENANTGATE_", extra="ignore", env_file=".env", populate_by_name=True)
 
     database_url: str = "sqlite+aiosqlite:///./tenantgate.db"
-    admin_key: SecretStr | None = None
+    host: str = "127.0.0.1"  # what ``tenantgate serve`` listens on unless --host/--port say otherwise
+    port: int = Field(default=8080, ge=0, le=65535)
+    # The names seed 001's stack already uses are accepted as aliases of the gateway's own.
+    admin_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TENANTGATE_ADMIN_KEY", "ADMIN_API_KEY", "admin_key")
+    )
+    rate_limit_rpm: int | None = Field(
+        default=None,
+        gt=0,
+        lt=2**31,
+        validation_alias=AliasChoices("TENANTGATE_RATE_LIMIT_RPM", "RATE_LIMIT_RPM", "rate_limit_rpm"),
+        description="Default rpm of every key that has none (the config file's defaults.key_limits.rpm wins).",
+    )
     redis_url: str | None = None
     secret_key: SecretStr | None = Field(
         default=None, description="Encrypts upstream credentials at rest; a key file is generated when unset."
     )
     secret_key_file: Path = Path("tenantgate.secret")
     bootstrap_keys: SecretStr | None = Field(
-        default=None, description='"tenantA:key1,tenantB:key2": tenants and keys created at start (hashed).'
+        default=None,
+        description='"tenantA:key1,tenantB:key2": tenants and keys created at start (hashed).',
+        validation_alias=AliasChoices("TENANTGATE_BOOTSTRAP_KEYS", "API_KEYS", "bootstrap_keys"),
     )
     config_file: Path | None = None
 
@@ -102,6 +117,12 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = None  # smtp://user:pass@host:port (or smtps://); reset links are mailed when set
     smtp_from: str = "tenantgate@localhost"
 
+    # TLS on the gateway's own port (see tenantgate.tls): files are watched and reloaded without a restart.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None  # set: every client must present a certificate this CA signed (mTLS)
+    tls_reload_interval: float = Field(default=2.0, gt=0)
+
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
     migrate_on_start: bool = True
@@ -112,6 +133,14 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < ADMIN_KEY_MIN_LENGTH:
             raise ValueError(f"TENANTGATE_ADMIN_KEY must be at least {ADMIN_KEY_MIN_LENGTH} characters")
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("--tls-client-ca (mTLS) needs TLS: give --tls-cert and --tls-key too")
+        return self
 
     @property
     def is_sqlite(self) -> bool:

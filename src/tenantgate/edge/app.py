@@ -25,7 +25,7 @@ from tenantgate.admin.usage import tenant_router
 from tenantgate.auth.authenticator import Authenticator
 from tenantgate.backends.netpolicy import NetworkPolicy, PolicyResolver, host_key
 from tenantgate.backends.upstream import UpstreamClient
-from tenantgate.config.file import GatewayConfig, load_config
+from tenantgate.config.file import GatewayConfig, load_config, with_env_defaults
 from tenantgate.config.settings import Settings
 from tenantgate.console.router import console_routes
 from tenantgate.core.secrets import CredentialCipher
@@ -155,7 +155,7 @@ def build_gateway(
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    config = load_config(settings.config_file)
+    config = with_env_defaults(load_config(settings.config_file), settings.rate_limit_rpm)
     engine = create_engine(settings.database_url)
     repos = Repos.on(engine)
     cipher = CredentialCipher.from_settings(
@@ -188,7 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.migrate_on_start:
             await migrate(engine)
         if settings.bootstrap_keys is not None:
-            await bootstrap_keys(settings.bootstrap_keys.get_secret_value(), repos.tenants, repos.keys)
+            await bootstrap_keys(settings.bootstrap_keys.get_secret_value(), repos.tenants, repos.keys, config.defaults)
         await gateway.upstream.start()
         await sync.reload()
         await gateway.admission.start()
