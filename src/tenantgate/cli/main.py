@@ -54,6 +54,8 @@ def serve(
     tls_client_ca: Annotated[
         Path | None, typer.Option("--tls-client-ca", help="Require client certificates signed by this CA (mTLS).")
     ] = None,
+    workers: Annotated[int, typer.Option(help="Gateway processes sharing the port (one per core; needs Redis).")] = 1,
+    reuse_port: Annotated[bool, typer.Option("--reuse-port", hidden=True)] = False,
 ) -> None:
     """Run the gateway."""
     from tenantgate.config.settings import Settings
@@ -71,6 +73,24 @@ def serve(
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
         configure_logging(settings.log_format, settings.log_level)
+        if workers > 1:
+            if not settings.redis_url:
+                raise ValueError(
+                    "--workers > 1 needs TENANTGATE_REDIS_URL: limits and budgets must be shared by the workers "
+                    "to stay exact (in-process limits would allow N times each limit)"
+                )
+            from tenantgate.edge.workers import Supervisor, migrate_once, worker_env
+
+            if settings.migrate_on_start:
+                migrate_once(settings.database_url)  # once, before N workers would race to do it
+            supervisor = Supervisor(
+                workers,
+                settings.host if host is None else host,
+                settings.port if port is None else port,
+                worker_env({**overrides, "migrate_on_start": "false"}),
+                port_file,
+            )
+            raise typer.Exit(supervisor.run())
         application = create_asgi(settings)
     except (ValueError, ConfigError) as exc:
         typer.echo(f"tenantgate: cannot start: {exc}", err=True)
@@ -79,18 +99,21 @@ def serve(
 
     from tenantgate.edge.server import build_server
 
+    bind_host = settings.host if host is None else host
+    bind_port = settings.port if port is None else port
     try:
-        server = build_server(
-            application,
-            settings,
-            host=settings.host if host is None else host,
-            port=settings.port if port is None else port,
-            port_file=port_file,
-        )
+        server = build_server(application, settings, host=bind_host, port=bind_port, port_file=port_file)
     except (OSError, ssl.SSLError) as exc:  # unreadable or mismatched TLS files
         typer.echo(f"tenantgate: cannot start: TLS: {exc}", err=True)
         raise typer.Exit(2) from None
-    server.run()
+    if reuse_port:  # a worker of --workers: its own socket on the shared port
+        from tenantgate.edge.workers import reuse_port_socket
+
+        sock = reuse_port_socket(bind_host, bind_port)
+        sock.listen(2048)
+        server.run(sockets=[sock])
+    else:
+        server.run()
 
 
 @app.command()

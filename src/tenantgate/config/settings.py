@@ -20,6 +20,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./tenantgate.db"
     host: str = "127.0.0.1"  # what ``tenantgate serve`` listens on unless --host/--port say otherwise
+    worker: int | None = None  # set by ``serve --workers N`` in each worker (1..N), shown by /health
     port: int = Field(default=8080, ge=0, le=65535)
     # The names seed 001's stack already uses are accepted as aliases of the gateway's own.
     admin_key: SecretStr | None = Field(

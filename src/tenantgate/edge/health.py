@@ -66,6 +66,7 @@ def health_routes(gateway: Gateway, engine: AsyncEngine) -> list[Route]:
             "limits": checks["limits"],
             "backends": checks["backends"],
             "draining": gateway.draining,
+            "worker": gateway.settings.worker,  # which of `serve --workers N` answered (null: a single process)
         }
         return json_response(orjson.dumps(body), new_request_id(), status=200 if ok else 503)
 
