@@ -21,7 +21,7 @@ async def test_migrations_are_idempotent(engine: AsyncEngine) -> None:
     await migrate(engine)
     async with engine.connect() as conn:
         revision = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
-    assert revision == "0006" and await StateRepo(engine).config_version() == before
+    assert revision == "0007" and await StateRepo(engine).config_version() == before
 
 
 async def test_tenants_and_version_bumps(engine: AsyncEngine) -> None:

@@ -50,6 +50,7 @@ from tenantgate.people.me_api import router as me_router
 from tenantgate.routing import HealthChecker, HealthConfig, HealthRegistry, Target
 from tenantgate.storage.audit import AuditRepo
 from tenantgate.storage.database import create_engine, migrate
+from tenantgate.storage.keycheck import check_secret_key
 from tenantgate.storage.repos import BackendRepo, KeyRepo, StateRepo, TenantRepo, budget_scopes
 from tenantgate.storage.usage import UsageRepo
 
@@ -187,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await migrate(engine)
+        await check_secret_key(engine, cipher)
         if settings.bootstrap_keys is not None:
             await bootstrap_keys(settings.bootstrap_keys.get_secret_value(), repos.tenants, repos.keys, config.defaults)
         await gateway.upstream.start()

@@ -159,6 +159,16 @@ gateway_state = sa.Table(
     sa.Column("value", sa.BigInteger, nullable=False),
 )
 
+# Text facts about the installation, one row each. ``secret_key_check`` holds a token encrypted with the
+# credential-encryption key the database was set up with: a replica started with another key refuses to start
+# instead of failing later on every stored credential (see tenantgate.storage.keycheck).
+gateway_meta = sa.Table(
+    "gateway_meta",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
 # Idempotency-Key records (see ``tenantgate.idempotency``): one row per scope, keyed by the SHA-256 of
 # (tenant, key, endpoint, idempotency key). A running row is a lease; a done row holds the result until
 # ``expires_at``. A stream's result is its SSE events, one row each, in relay order.
