@@ -117,6 +117,27 @@ def serve(
 
 
 @app.command()
+def edge(
+    core: Annotated[str, typer.Option(help="The core gateway's base URL, e.g. https://core.example:8443.")],
+    cert: Annotated[Path | None, typer.Option(help="This edge's client certificate (mTLS).")] = None,
+    key: Annotated[Path | None, typer.Option(help="Its private key.")] = None,
+    ca: Annotated[Path | None, typer.Option(help="The CA that signed the core's certificate.")] = None,
+    host: Annotated[str, typer.Option(help="Interface for clients.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for clients (0: any free port, see --port-file).")] = 8080,
+    resume_timeout: Annotated[
+        float, typer.Option(help="Seconds to keep reconnecting to the core before an honest error.", min=0.1, max=60)
+    ] = 30.0,
+    port_file: Annotated[Path | None, typer.Option("--port-file", help="Write the bound port here.")] = None,
+) -> None:
+    """Run an edge: clients call it like the gateway; it forwards to the core over mTLS and resumes after cuts."""
+    from tenantgate.split.edge import Edge, client_tls, edge_server
+
+    tls = client_tls(str(ca) if ca else None, str(cert) if cert else None, str(key) if key else None)
+    application = Edge(core, tls if core.startswith("https://") else None, resume_timeout=resume_timeout)
+    edge_server(application, host, port, port_file).run()
+
+
+@app.command()
 def migrate() -> None:
     """Bring the database schema up to date (also done automatically by ``serve``)."""
     from tenantgate.config.settings import Settings

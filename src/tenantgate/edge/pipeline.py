@@ -147,8 +147,11 @@ class ProxyEndpoint:
         meter = RequestMeter(gw, principal, parsed, candidates[0], request_id, ticket, trace)
         deadline = gw.forwarder.deadline(routing.timeout if routing else None)
         # From here until the upstream answers, a client that leaves cancels the work (armed only now, so no
-        # reservation can be lost half-made to a cancellation).
-        watch.start()
+        # reservation can be lost half-made to a cancellation). Not with an Idempotency-Key: then the answer is
+        # finished and stored, so the client's retry (an edge reconnecting after a cut) replays it instead of
+        # having the upstream generate it again.
+        if claimed is None:
+            watch.start()
         try:
             attempt = await gw.forwarder.open(candidates, parsed, deadline, principal.tenant_id)
         except GatewayError as error:
