@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tenantgate.routing.health import FailureKind, HealthConfig, HealthRegistry
+from tenantgate.routing.health import HealthRegistry
+from tenantgate.routing.snapshot import FailureKind, HealthConfig
 
 
 class Clock:

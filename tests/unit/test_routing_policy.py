@@ -8,8 +8,8 @@ import pytest
 
 from tenantgate.core.errors import ModelNotFound
 from tenantgate.routing.catalog import Catalog, Deployment
-from tenantgate.routing.health import BackendStatus, HealthState, HealthView
 from tenantgate.routing.policy import ModelPolicy, order, panic_floor, weighted_schedule
+from tenantgate.routing.snapshot import BackendStatus, HealthState, HealthView
 
 NOW = 1000.0
 

@@ -23,8 +23,8 @@ from tenantgate.core.errors import GatewayError, RateLimited, ServiceUnavailable
 from tenantgate.edge.request import ParsedRequest
 from tenantgate.observability import GatewayMetrics, UpstreamOutcome
 from tenantgate.routing import Catalog, Deployment, HealthRegistry
-from tenantgate.routing.health import FailureKind as HealthFailure
 from tenantgate.routing.retry_budget import RetryBudget
+from tenantgate.routing.snapshot import FailureKind as HealthFailure
 
 
 @dataclass(slots=True)

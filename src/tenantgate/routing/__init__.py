@@ -7,8 +7,9 @@ disable, in-flight counts) and :mod:`.checker` the loop that probes backends on 
 
 from tenantgate.routing.catalog import Catalog, Deployment, RoutePlan
 from tenantgate.routing.checker import HealthChecker, Probe, Target
-from tenantgate.routing.health import BackendStatus, HealthConfig, HealthRegistry, HealthState, HealthView
+from tenantgate.routing.health import HealthRegistry
 from tenantgate.routing.policy import ModelPolicy, PolicyName
+from tenantgate.routing.snapshot import BackendStatus, HealthConfig, HealthState, HealthView
 
 __all__ = [
     "BackendStatus",

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from tenantgate.core.errors import ModelNotFound
 from tenantgate.core.secrets import Redacted
 from tenantgate.routing.checker import Target
-from tenantgate.routing.health import HealthView
 from tenantgate.routing.policy import ModelPolicy, order
+from tenantgate.routing.snapshot import HealthView
 
 __all__ = ["Catalog", "Deployment", "ModelPolicy", "RoutePlan"]
 

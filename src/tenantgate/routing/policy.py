@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Generic, Literal, Protocol, TypeVar, get_args
 
-from tenantgate.routing.health import HealthView
+from tenantgate.routing.snapshot import HealthView
 
 PolicyName = Literal["round_robin", "weighted", "least_outstanding", "priority"]
 POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
