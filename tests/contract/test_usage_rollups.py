@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tenantgate.storage import schema
 from tenantgate.storage.database import MIGRATIONS_DIR, create_engine
+from tenantgate.storage.people import UserRepo
+from tenantgate.storage.repos import KeyRepo, TenantRepo
 from tenantgate.storage.rows import UsageRecord
 from tenantgate.storage.usage import GROUPS, UsageFilter, UsageRepo
 from tests.support import PG_URL
@@ -269,6 +271,32 @@ async def test_spent_since_mid_hour_adds_raw_part(engine: AsyncEngine) -> None:
     since = start + timedelta(hours=2, minutes=17, seconds=5)
     want = sum(r.cost_usd for r in records if r.key_id == key and r.created_at >= since)
     assert await repo.spent_since("key_id", key, since) == pytest.approx(want, abs=1e-9)
+
+
+async def test_a_users_spend_is_its_keys_spend(engine: AsyncEngine) -> None:
+    """``user:<id>`` budgets are seeded from the spend of every key the user owns (and of no other key)."""
+    suffix = random.Random().randrange(10**9)
+    tenant = await TenantRepo(engine).create(f"user-spend-{suffix}")
+    user = await UserRepo(engine).create(email=f"spend-{suffix}@example.org", password_hash=None)
+    keys = KeyRepo(engine)
+    owned = [
+        await keys.create(tenant_id=tenant.id, public_id=f"us{suffix}{i}", secret_hash="0" * 64, user_id=user.id)
+        for i in range(2)
+    ]
+    other = await keys.create(tenant_id=tenant.id, public_id=f"us{suffix}x", secret_hash="0" * 64)
+    start, _ = window(6)
+    records = [
+        dataclasses.replace(record, key_id=(owned[0], owned[1], other)[i % 3].id, tenant_id=tenant.id)
+        for i, record in enumerate(make_records(f"user-spend-{suffix}", start, 120, seed=11, hours=6))
+    ]
+    await UsageRepo(engine).insert_many(records)
+    since = start + timedelta(hours=1, minutes=40)  # mid-hour: both the rollups and the raw part
+    mine = {row.id for row in owned}
+    want = sum(r.cost_usd for r in records if r.key_id in mine and r.created_at >= since)
+    got = await UsageRepo(engine).scope_spent_since(f"user:{user.id}", since.timestamp())
+    assert want > 0 and got == pytest.approx(want, abs=1e-9)
+    nobody = await UserRepo(engine).create(email=f"none-{suffix}@example.org", password_hash=None)
+    assert await UsageRepo(engine).scope_spent_since(f"user:{nobody.id}", 0) == 0.0
 
 
 async def test_migration_matches_schema(engine: AsyncEngine) -> None:

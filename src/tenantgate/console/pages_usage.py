@@ -292,7 +292,7 @@ async def usage_page(request: Request, caller: Caller) -> Response:
         if scope.manages and scope.tenant_id
         else await people.keys.mine(user)
     )
-    names = await people.key_names(keys)
+    names = {row.id: row.name or row.id for row in keys}
     totals = summary["totals"]
     spend = profile["spend"]
     team_name = next((m.tenant_name for m in memberships if m.tenant_id == scope.tenant_id), None)

@@ -23,6 +23,10 @@ log = logging.getLogger("tenantgate.people")
 PURGE_INTERVAL_S = 3600.0
 
 
+def _email_taken() -> Conflict:
+    return Conflict("An account with this email already exists.", param="email", code="email_taken")
+
+
 @dataclass(frozen=True, slots=True)
 class NewSession:
     """A session just opened: the cookie value (shown to this client only) and its CSRF token."""
@@ -51,7 +55,7 @@ class Accounts:
 
     # -- passwords --------------------------------------------------------------------------------------------
 
-    def _check_password(self, password: str, param: str = "password") -> None:
+    def check_password(self, password: str, param: str = "password") -> None:
         problem = password_problem(password, self._settings.password_min_length)
         if problem:
             raise InvalidRequest(f"{param} {problem}.", param=param, code="weak_password")
@@ -64,7 +68,7 @@ class Accounts:
         """A new user, logged in. Without an invite the sign-up mode must allow the address, and the user gets a
         personal tenant it owns; with one, it joins the invite's tenant (if any) in the invite's role."""
         email = normal_email(email)
-        self._check_password(password)
+        self.check_password(password)
         invite_row: TokenRow | None = None
         invite_hash = token_hash(invite) if invite else None
         if invite_hash is not None:
@@ -80,7 +84,7 @@ class Accounts:
             reason = "an invite" if mode in ("closed", "invite") else "an address in an allowed domain"
             raise Forbidden(f"Sign-up needs {reason} on this gateway.", code="signup_not_allowed")
         if await self._repos.users.get_by_email(email) is not None:
-            raise Conflict("An account with this email already exists.", param="email", code="email_taken")
+            raise _email_taken()
         password_hash = await self._ctx.passwords.hash(password)
         if invite_hash is not None:  # claim the invite first: of two racing sign-ups only one gets it
             invite_row = await self._repos.tokens.consume(invite_hash, "invite")
@@ -97,13 +101,13 @@ class Accounts:
                 tenant_limits=self._settings.personal_tenant_limits,
                 join=join,
             )
-        except DuplicateName:
-            if invite_hash is not None:
+        except Exception as exc:
+            if invite_hash is not None:  # the sign-up failed: the invite works again
                 await self._repos.tokens.release(invite_hash, "invite")
-            raise Conflict("An account with this email already exists.", param="email", code="email_taken") from None
-        except Exception:
-            if invite_hash is not None:
-                await self._repos.tokens.release(invite_hash, "invite")
+            if isinstance(exc, DuplicateName):
+                raise Conflict(
+                    "An account with this email already exists.", param="email", code="email_taken"
+                ) from None
             raise
         await self._repos.audit.record(f"user:{email}", "user.signup", "user", user.id, {"invite": bool(invite)})
         await self._ctx.reload()
@@ -179,14 +183,14 @@ class Accounts:
         if not await self._ctx.passwords.verify(user.password_hash, current):
             self._ctx.throttle.failed(user.email, address)
             raise InvalidRequest("The current password is wrong.", param="current_password", code="wrong_password")
-        self._check_password(new, "new_password")
+        self.check_password(new, "new_password")
         await self._repos.users.set_password(user.id, await self._ctx.passwords.hash(new))
         await self._repos.audit.record(f"user:{user.email}", "user.password", "user", user.id, None)
         return await self.open_session(user, client)
 
     async def reset_password(self, token: str, new: str) -> UserRow:
         """Set a password with a reset link (single use); every session of the user is revoked."""
-        self._check_password(new, "new_password")
+        self.check_password(new, "new_password")
         password_hash = await self._ctx.passwords.hash(new)
         row = await self._repos.tokens.consume(token_hash(token), "reset")
         if row is None or row.user_id is None:

@@ -49,7 +49,7 @@ async def create_user(body: UserCreate, admin: Admin, request: Request) -> dict[
     people = people_of(request)
     email = normal_email(body.email)
     if body.password is not None:
-        people.accounts._check_password(body.password)
+        people.accounts.check_password(body.password)
     if body.tenant_id is not None and await admin.tenants.get(body.tenant_id) is None:
         raise InvalidRequest(f"No tenant with id '{body.tenant_id}'.", param="tenant_id", code="tenant_not_found")
     try:

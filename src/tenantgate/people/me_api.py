@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from tenantgate.admin.schemas import key_out, path_id, query_text
+from tenantgate.admin.schemas import key_out, path_id
 from tenantgate.admin.usage import Options, _filters, _report
 from tenantgate.core.errors import Forbidden
 from tenantgate.people.access import CurrentCaller, people_of
@@ -179,5 +179,4 @@ async def invite_answer(
 @router.get("/tenants/{tenant_id}/keys", summary="Every key of a tenant you manage")
 async def tenant_keys(tenant_id: str, caller: CurrentCaller, request: Request) -> dict[str, Any]:
     rows = await people_of(request).keys.of_tenant(caller.user, _tenant_id(tenant_id))
-    query_text(tenant_id, "tenant_id")
     return {"object": "list", "data": [key_out(row) for row in rows], "as_of": utcnow().isoformat()}

@@ -12,7 +12,7 @@ from tenantgate.people.accounts import Accounts
 from tenantgate.people.context import PeopleContext
 from tenantgate.people.keys import PersonalKeys
 from tenantgate.people.tenancy import MANAGERS, Tenancy
-from tenantgate.storage.rows import KeyRow, MembershipRow, UserRow
+from tenantgate.storage.rows import MembershipRow, UserRow
 from tenantgate.storage.usage import UsageFilter
 
 
@@ -97,6 +97,3 @@ class People:
             until=base.until,
             key_ids=key_ids,
         )
-
-    async def key_names(self, rows: list[KeyRow]) -> dict[str, str]:
-        return {row.id: row.name or row.id for row in rows}

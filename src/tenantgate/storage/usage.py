@@ -297,8 +297,8 @@ class UsageRepo:
             rows = await conn.execute(query)
         return [_record_out(row) for row in rows]
 
-    async def spent_since(self, column: str, value: str, since: datetime) -> float:
-        """Spend of one tenant or key since a time: rebuilds budget counters after a restart.
+    async def spent_since(self, column: str, value: str | Sequence[str], since: datetime) -> float:
+        """Spend of one tenant or key (or of several keys) since a time: rebuilds budget counters after a restart.
 
         Whole hours come from the rollups (cheap, and still there after raw records are purged: a ``total``
         budget starts at the epoch); only the partial hour after a ``since`` that is not hour-aligned is summed
@@ -307,14 +307,18 @@ class UsageRepo:
         since = _utc(since)
         boundary = ceil_hour(since)
         hourly, raw = schema.usage_hourly, schema.usage_records
+
+        def matches(table: sa.Table) -> sa.ColumnElement[bool]:
+            return table.c[column] == value if isinstance(value, str) else table.c[column].in_(value)
+
         rolled = sa.select(sa.func.coalesce(sa.func.sum(bounded_cost(hourly.c.cost_usd)), 0.0)).where(
-            hourly.c[column] == value, hourly.c.hour >= boundary
+            matches(hourly), hourly.c.hour >= boundary
         )
         async with self._engine.connect() as conn:
             spent = float(await conn.scalar(rolled) or 0.0)
             if boundary > since:
                 partial = sa.select(sa.func.coalesce(sa.func.sum(bounded_cost(raw.c.cost_usd)), 0.0)).where(
-                    raw.c[column] == value, raw.c.created_at >= since, raw.c.created_at < boundary
+                    matches(raw), raw.c.created_at >= since, raw.c.created_at < boundary
                 )
                 spent += float(await conn.scalar(partial) or 0.0)
         return spent
@@ -332,10 +336,7 @@ class UsageRepo:
         keys = schema.api_keys
         async with self._engine.connect() as conn:
             key_ids = list(await conn.scalars(sa.select(keys.c.id).where(keys.c.user_id == user_id)))
-        total = 0.0
-        for key_id in key_ids:
-            total += await self.spent_since("key_id", key_id, since)
-        return total
+        return await self.spent_since("key_id", key_ids, since) if key_ids else 0.0
 
     async def purge_raw_before(self, cutoff: datetime) -> int:
         """Delete raw records older than ``cutoff`` floored to its hour; the rollups are kept. Returns the count.
